@@ -1,0 +1,256 @@
+"""The one leaky integrate-and-fire (LIF) kernel of cvxsnn.
+
+Every part of the package that produces a spike goes through :func:`lif_step`
+(one step) or :func:`lif_run` (a time-major loop over it): surrogate-gradient
+training, the spike dictionary of the convex path, the reconstructed network,
+autoregressive evaluation. There is no second implementation anywhere.
+
+Dynamics of neuron ``i`` (state starts at ``U_0 = S_0 = 0``)::
+
+    U_t = beta * U_{t-1} + I_t - theta_i * S_{t-1}
+    S_t = 1[U_t > theta_i]
+
+with a strict ``>`` and a subtractive reset by the previous step's spike. This
+is snnTorch ``Leaky(beta, threshold, reset_mechanism="subtract")`` exactly.
+
+The forward pass of the threshold is the Heaviside step. Its backward pass is a
+surrogate derivative chosen by the caller (:class:`Sigmoid`, :class:`Atan`,
+:class:`FastSigmoid`); surrogates are small picklable objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Atan",
+    "FastSigmoid",
+    "LIFState",
+    "Sigmoid",
+    "Surrogate",
+    "get_surrogate",
+    "init_state",
+    "lif_run",
+    "lif_step",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Surrogate derivatives
+# --------------------------------------------------------------------------- #
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside forward, surrogate derivative backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.derivative(x), None
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """Base class of surrogate derivatives: ``spike(x)`` is ``1[x > 0]`` in forward.
+
+    Subclasses define :meth:`derivative`, the stand-in for the Heaviside
+    derivative at ``x = U - theta`` used in backward only.
+    """
+
+    def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def spike(self, x: Tensor) -> Tensor:
+        """Return ``1[x > 0]`` in the dtype of ``x``; the surrogate in backward."""
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _SpikeFn.apply(x, self)
+        return (x > 0).to(x.dtype)
+
+    @property
+    def name(self) -> str:
+        return _SURROGATE_NAMES[type(self)]
+
+
+@dataclass(frozen=True)
+class Sigmoid(Surrogate):
+    """Derivative of ``sigma(slope * x)``: ``slope * s * (1 - s)`` (the paper's baseline).
+
+    The ``s (1 - s)`` form never overflows, unlike ``k e^{-kx} / (1 + e^{-kx})^2``.
+    """
+
+    slope: float = 5.0
+
+    def derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(self.slope * x)
+        return self.slope * s * (1.0 - s)
+
+
+@dataclass(frozen=True)
+class Atan(Surrogate):
+    """Derivative of ``atan(pi/2 * alpha * x) / pi + 1/2`` (snnTorch ``atan``)."""
+
+    alpha: float = 2.0
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
+
+
+@dataclass(frozen=True)
+class FastSigmoid(Surrogate):
+    """Derivative ``1 / (1 + slope * |x|)^2`` (SuperSpike, snnTorch ``fast_sigmoid``)."""
+
+    slope: float = 25.0
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return 1.0 / (1.0 + self.slope * x.abs()) ** 2
+
+
+_SURROGATE_NAMES: dict[type, str] = {Sigmoid: "sigmoid", Atan: "atan", FastSigmoid: "fast_sigmoid"}
+SurrogateName = Literal["sigmoid", "atan", "fast_sigmoid"]
+
+
+def get_surrogate(name: str | Surrogate, scale: float | None = None) -> Surrogate:
+    """Return a surrogate by name (``sigmoid``, ``atan``, ``fast_sigmoid``).
+
+    Parameters
+    ----------
+    name : str or Surrogate
+        A registered name, or a surrogate object returned unchanged.
+    scale : float, optional
+        The surrogate's sharpness parameter (``slope`` or ``alpha``); its
+        default when omitted.
+    """
+    if isinstance(name, Surrogate):
+        return name
+    classes = {v: k for k, v in _SURROGATE_NAMES.items()}
+    if name not in classes:
+        raise ValueError(
+            f"surrogate must be one of {sorted(classes)}; got {name!r}"
+        )
+    cls = classes[name]
+    return cls() if scale is None else cls(scale)
+
+
+# --------------------------------------------------------------------------- #
+# The kernel
+# --------------------------------------------------------------------------- #
+class LIFState(NamedTuple):
+    """State of a population of LIF neurons after a step.
+
+    Attributes
+    ----------
+    v : Tensor of shape (B, ...)
+        Membrane potential ``U_t``.
+    s : Tensor of shape (B, ...)
+        Spikes ``S_t`` in {0, 1}, same dtype as ``v``.
+    """
+
+    v: Tensor
+    s: Tensor
+
+
+def init_state(like: Tensor) -> LIFState:
+    """Zero state (``U_0 = S_0 = 0``) with the shape, dtype and device of ``like``."""
+    z = torch.zeros_like(like)
+    return LIFState(z, z)
+
+
+def lif_step(
+    current: Tensor,
+    state: LIFState,
+    theta: Tensor,
+    beta: float | Tensor,
+    surrogate: Surrogate,
+    detach_reset: bool = True,
+) -> LIFState:
+    """Advance LIF neurons by one step; pure function returning a fresh state.
+
+    Parameters
+    ----------
+    current : Tensor of shape (B, ...)
+        Input current ``I_t`` (the layer's weighted input at step t).
+    state : LIFState
+        ``(U_{t-1}, S_{t-1})``, each of the shape of ``current``.
+    theta : Tensor broadcastable to ``current`` (e.g. shape (K, m))
+        Per-neuron threshold, also the size of the subtractive reset.
+    beta : float or Tensor
+        Leak factor.
+    surrogate : Surrogate
+        Backward-pass stand-in for the Heaviside derivative.
+    detach_reset : bool
+        Treat the reset term ``theta * S_{t-1}`` as a constant in backward, as
+        snnTorch does. Forward values do not depend on it.
+
+    Returns
+    -------
+    LIFState
+        ``(U_t, S_t)``.
+
+    Notes
+    -----
+    ``U_t = beta U_{t-1} + I_t - theta S_{t-1}``; ``S_t = 1[U_t > theta]``.
+    """
+    s_prev = state.s.detach() if detach_reset else state.s
+    v = beta * state.v + current - theta * s_prev
+    s = surrogate.spike(v - theta)
+    return LIFState(v, s)
+
+
+def lif_run(
+    currents: Tensor,
+    theta: Tensor,
+    beta: float | Tensor,
+    surrogate: Surrogate,
+    state: LIFState | None = None,
+    return_membrane: bool = False,
+    detach_reset: bool = True,
+) -> tuple[Tensor, Tensor | None, LIFState]:
+    """Run :func:`lif_step` over a time-major sequence of currents.
+
+    Parameters
+    ----------
+    currents : Tensor of shape (T, B, ...)
+        Input currents, time first. Any trailing shape, e.g. ``(T, B, K, m)``
+        for K parallel branches of m neurons, all advanced in one call.
+    theta : Tensor broadcastable to ``currents[0]``
+        Per-neuron thresholds.
+    beta, surrogate, detach_reset
+        As in :func:`lif_step`.
+    state : LIFState, optional
+        Initial state; zeros when omitted.
+    return_membrane : bool
+        Also return the membrane trace.
+
+    Returns
+    -------
+    spikes : Tensor of shape (T, B, ...)
+    membranes : Tensor of shape (T, B, ...) or None
+    state : LIFState
+        The state after the last step.
+    """
+    if currents.dim() < 2:
+        raise ValueError(
+            f"currents must have shape (T, B, ...) with T >= 1; got {tuple(currents.shape)}"
+        )
+    if currents.shape[0] < 1:
+        raise ValueError(f"currents must have T >= 1 time steps; got T = {currents.shape[0]}")
+    if state is None:
+        state = init_state(currents[0])
+    spikes = []
+    membranes = [] if return_membrane else None
+    for t in range(currents.shape[0]):
+        state = lif_step(currents[t], state, theta, beta, surrogate, detach_reset)
+        spikes.append(state.s)
+        if membranes is not None:
+            membranes.append(state.v)
+    mem = torch.stack(membranes) if membranes is not None else None
+    return torch.stack(spikes), mem, state
