@@ -1,0 +1,146 @@
+"""The LIF kernel: golden trace, snnTorch equivalence, surrogates, errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from cvxsnn.kernel import (
+    Atan,
+    FastSigmoid,
+    LIFState,
+    Sigmoid,
+    get_surrogate,
+    init_state,
+    lif_run,
+    lif_step,
+)
+
+# Hand-computed trace: beta = 0.5 keeps every value an exact binary fraction.
+# Neuron A (theta 1):   U = .5, .75, .875, 1.9375 (spike), .96875 - 1 = -.03125
+# Neuron B (theta .5):  U = .5 (not > .5: strict), .75 (spike), .375 - .5 = -.125,
+#                       -.0625, -.03125 + 1 = .96875 (spike)
+# Neuron C (theta 2):   U = 3 (spike), 1.5 - 2 = -.5, -.25, -.125 + 2.5 = 2.375 (spike),
+#                       1.1875 - 1 - 2 = -1.8125
+GOLDEN_CURRENTS = [
+    [0.5, 0.5, 3.0],
+    [0.5, 0.5, 0.0],
+    [0.5, 0.0, 0.0],
+    [1.5, 0.0, 2.5],
+    [0.0, 1.0, -1.0],
+]
+GOLDEN_THETA = [1.0, 0.5, 2.0]
+GOLDEN_U = [
+    [0.5, 0.5, 3.0],
+    [0.75, 0.75, -0.5],
+    [0.875, -0.125, -0.25],
+    [1.9375, -0.0625, 2.375],
+    [-0.03125, 0.96875, -1.8125],
+]
+GOLDEN_S = [
+    [0, 0, 1],
+    [0, 1, 0],
+    [0, 0, 0],
+    [1, 0, 1],
+    [0, 1, 0],
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_golden_trace(dtype):
+    cur = torch.tensor(GOLDEN_CURRENTS, dtype=dtype).unsqueeze(1)  # (T=5, B=1, 3)
+    theta = torch.tensor(GOLDEN_THETA, dtype=dtype)
+    s, u, _ = lif_run(cur, theta, 0.5, Sigmoid(), return_membrane=True)
+    assert torch.equal(u[:, 0], torch.tensor(GOLDEN_U, dtype=dtype))
+    assert torch.equal(s[:, 0], torch.tensor(GOLDEN_S, dtype=dtype))
+
+
+def test_step_and_run_agree_and_state_returned():
+    g = torch.Generator().manual_seed(1)
+    cur = torch.randn(7, 4, 3, 5, generator=g, dtype=torch.float64)
+    theta = torch.rand(3, 5, generator=g, dtype=torch.float64) + 0.5
+    s, u, last = lif_run(cur, theta, 0.9, Sigmoid(), return_membrane=True)
+    st = init_state(cur[0])
+    for t in range(7):
+        st = lif_step(cur[t], st, theta, 0.9, Sigmoid())
+        assert torch.equal(st.v, u[t]) and torch.equal(st.s, s[t])
+    assert torch.equal(last.v, u[-1])
+    # resuming from a state continues the same trajectory
+    s2, _, _ = lif_run(cur[3:], theta, 0.9, Sigmoid(), state=LIFState(u[2], s[2]))
+    assert torch.equal(s2, s[3:])
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.99])
+def test_equals_snntorch_leaky(beta):
+    snn = pytest.importorskip("snntorch")
+    g = torch.Generator().manual_seed(7)
+    T, B, m = 30, 16, 12
+    cur = torch.randn(T, B, m, generator=g, dtype=torch.float64) * 0.8
+    theta = torch.rand(m, generator=g, dtype=torch.float64) + 0.3
+    ours, ours_u, _ = lif_run(cur, theta, beta, Sigmoid(), return_membrane=True)
+    # a float64 beta: snnTorch would otherwise round 0.9 to float32
+    beta64 = torch.tensor(beta, dtype=torch.float64)
+    leaky = snn.Leaky(beta=beta64, threshold=theta, reset_mechanism="subtract")
+    mem = torch.zeros(B, m, dtype=torch.float64)
+    ref_s, ref_u = [], []
+    for t in range(T):
+        spk, mem = leaky(cur[t], mem)
+        ref_s.append(spk)
+        ref_u.append(mem)
+    assert torch.equal(ours, torch.stack(ref_s).to(ours.dtype))
+    torch.testing.assert_close(ours_u, torch.stack(ref_u), rtol=0, atol=1e-12)
+    assert ours.sum() > 0 and (1 - ours).sum() > 0  # the test exercises both branches
+
+
+def test_strict_threshold():
+    cur = torch.tensor([[[1.0]], [[0.0]]])
+    s, _, _ = lif_run(cur, torch.tensor([1.0]), 1.0, Sigmoid())
+    assert s.sum() == 0  # U == theta does not spike
+
+
+@pytest.mark.parametrize("sur", [Sigmoid(), Atan(), FastSigmoid(), Sigmoid(slope=2.0)])
+def test_surrogates_backward_and_pickle(sur):
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64, requires_grad=True)
+    y = sur.spike(x)
+    assert torch.equal(y.detach(), (x > 0).double().detach())
+    y.sum().backward()
+    expected = sur.derivative(x.detach())
+    assert torch.allclose(x.grad, expected)
+    assert x.grad.min() > 0
+    assert pickle.loads(pickle.dumps(sur)) == sur
+    assert get_surrogate(sur.name) == type(sur)()
+
+
+def test_sigmoid_derivative_closed_form():
+    x = torch.tensor([-1.0, 0.0, 0.3], dtype=torch.float64)
+    k = 5.0
+    closed = k * torch.exp(-k * x) / (1 + torch.exp(-k * x)) ** 2
+    assert torch.allclose(Sigmoid(k).derivative(x), closed)
+    # stable far in the tails
+    assert torch.isfinite(Sigmoid(k).derivative(torch.tensor([-1e4, 1e4]))).all()
+
+
+def test_gradients_flow_through_time():
+    cur = torch.full((5, 2, 3), 0.6, dtype=torch.float64, requires_grad=True)
+    s, _, _ = lif_run(cur, torch.ones(3, dtype=torch.float64), 0.99, Sigmoid())
+    s.sum().backward()
+    assert (cur.grad[0] != 0).all()
+
+
+def test_unknown_surrogate_and_bad_shapes():
+    with pytest.raises(ValueError, match="surrogate must be one of"):
+        get_surrogate("relu")
+    with pytest.raises(ValueError, match=r"currents must have shape \(T, B, \.\.\.\)"):
+        lif_run(torch.zeros(3), torch.ones(1), 0.9, Sigmoid())
+    with pytest.raises(ValueError, match="T >= 1"):
+        lif_run(torch.zeros(0, 2, 3), torch.ones(3), 0.9, Sigmoid())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda():
+    cur = torch.tensor(GOLDEN_CURRENTS, device="cuda").unsqueeze(1)
+    s, _, _ = lif_run(cur, torch.tensor(GOLDEN_THETA, device="cuda"), 0.5, Sigmoid())
+    assert torch.equal(s[:, 0].cpu(), torch.tensor(GOLDEN_S, dtype=torch.float32))
