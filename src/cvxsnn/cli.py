@@ -1,0 +1,198 @@
+"""Command-line interface: thin commands over :mod:`cvxsnn.pipeline`.
+
+Results go to stdout as JSON; progress and logs go to stderr. A bad argument
+gives one line naming it and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line, no usage dump
+        self.exit(2, f"cvxsnn {self.prog.split()[-1]}: error: {message}\n")
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer; got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1; got {value}")
+        return value
+
+    return parse
+
+
+def _nonneg_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer; got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0; got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number > 0; got {text}")
+        return value
+
+    return parse
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from cvxsnn.pipeline import LOSSES, METHODS, PENALTIES, TASKS, WITNESS_SCHEMES, TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("task")
+    g.add_argument("--task", choices=TASKS, default=d.task, help="task (default: %(default)s)")
+    g.add_argument("--steps", "-T", type=_positive_int("--steps"), default=None,
+                   help="time steps T (addition: T = digits + 1); default per task")
+    g.add_argument("--n-train", type=_positive_int("--n-train"), default=d.n_train)
+    g.add_argument("--n-val", type=_positive_int("--n-val"), default=d.n_val)
+    g.add_argument("--n-test", type=_positive_int("--n-test"), default=d.n_test)
+    g.add_argument("--base", type=int, choices=(2, 3, 5), default=d.base, help="addition base")
+    g.add_argument("--lambda-carry", type=_positive_float("--lambda-carry"), default=d.lambda_carry,
+                   help="weight of the carry head's loss (addition)")
+    g.add_argument("--data-dir", default=d.data_dir,
+                   help="folder with the MNIST IDX files (mnist-seq); env CVXSNN_DATA_DIR")
+    g.add_argument("--data", default=d.data, help="FILE.npz with X (n, T, d) and y (custom task)")
+    g = p.add_argument_group("network")
+    g.add_argument("--method", choices=METHODS, default=d.method, help="(default: %(default)s)")
+    g.add_argument("--depth", "-L", type=_positive_int("--depth"), default=d.depth,
+                   help="L: hidden LIF layers + readout (>= 2)")
+    g.add_argument("--branches", "-K", type=_positive_int("--branches"), default=d.branches)
+    g.add_argument("--width", "-m", type=_positive_int("--width"), default=d.width)
+    g.add_argument("--beta", type=float, default=d.beta, help="LIF leak (fixed)")
+    g = p.add_argument_group("convex path")
+    g.add_argument("--loss", choices=LOSSES, default=d.loss)
+    g.add_argument("--penalty", choices=PENALTIES, default=d.penalty)
+    g.add_argument("--rho", type=_positive_float("--rho"), default=d.rho,
+                   help="fixed rho; by default a path from rho_max is selected on validation")
+    g.add_argument("--beta-reg", type=_positive_float("--beta-reg"), default=d.beta_reg,
+                   help="fixed beta_reg, rho = beta_reg / sqrt(m)")
+    g.add_argument("--n-rhos", type=_positive_int("--n-rhos"), default=d.n_rhos)
+    g.add_argument("--tol", type=_positive_float("--tol"), default=d.tol)
+    g.add_argument("--witnesses", choices=WITNESS_SCHEMES, default=d.witnesses)
+    g.add_argument("--sigma", type=_positive_float("--sigma"), default=d.sigma)
+    g.add_argument("--perturb-copies", type=_nonneg_int("--perturb-copies"), default=d.perturb_copies,
+                   help="sg-cvx: extra Gaussian-perturbed copies of the SG witnesses")
+    g.add_argument("--perturb-scale", type=_positive_float("--perturb-scale"), default=d.perturb_scale)
+    g = p.add_argument_group("surrogate gradient")
+    g.add_argument("--epochs", type=_positive_int("--epochs"), default=d.epochs)
+    g.add_argument("--sg-checkpoint", default=d.sg_checkpoint,
+                   help="SG model to continue (sg-sg) or take witnesses from (sg-cvx)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=_nonneg_int("--seed"), default=d.seed)
+    g.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--threads", type=_positive_int("--threads"), default=d.threads)
+    g.add_argument("--output", "-o", default=None, help="also write the result record here")
+    g.add_argument("--save-model", default=None, help="write the trained network here")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _config_from_args(args: argparse.Namespace, **overrides: Any):
+    from cvxsnn.pipeline import TrainConfig
+
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cvxsnn.pipeline import train
+    from cvxsnn.records import write_json
+
+    result = train(_config_from_args(args), progress=not args.quiet, save_model=args.save_model)
+    if args.output:
+        write_json(result.record, args.output)
+    json.dump(result.record, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cvxsnn.pipeline import predict_file
+
+    out = predict_file(args.model, args.data, device=args.device, output=args.output)
+    json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from cvxsnn.pipeline import sweep
+
+    values = [v.strip() for v in args.values.split(",") if v.strip()]
+    table = sweep(_config_from_args(args), args.param, values, seeds=args.seeds,
+                  progress=not args.quiet, output=args.output)
+    json.dump(table, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cvxsnn",
+        description="Train LIF spiking networks to a certified optimum over a spike dictionary.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("train", help="train one network (sg, sg-sg, cvx, sg-cvx); prints a record")
+    _add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="run a saved model on FILE.npz")
+    p.add_argument("--model", required=True, help="model file written by train --save-model")
+    p.add_argument("--data", required=True, help="FILE.npz with X of shape (n, T, d)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", "-o", default=None, help="write predictions (.npz)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("sweep", help="train over values of one option; prints a table per value")
+    _add_train_options(p)
+    p.add_argument("--param", required=True, help="option to sweep, e.g. branches, depth, steps")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 2,16,32,64")
+    p.add_argument("--seeds", type=_positive_int("--seeds"), default=1)
+    p.set_defaults(func=_cmd_sweep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cvxsnn`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, MemoryError) as err:
+        print(f"cvxsnn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cvxsnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Result records: stage timers, peak memory, package versions, atomic JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["StageTimer", "environment", "peak_memory_mb", "to_jsonable", "write_json"]
+
+
+class StageTimer:
+    """Wall time per named stage, in seconds.
+
+    Examples
+    --------
+    >>> timer = StageTimer()
+    >>> with timer("solve"):
+    ...     pass
+    >>> sorted(timer.seconds)
+    ['solve']
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def peak_memory_mb(device: torch.device | str | None = None) -> dict[str, float]:
+    """Peak resident memory of this process (MiB), and of the CUDA device when used.
+
+    The host figure is the process-wide high-water mark (``ru_maxrss``), so a
+    run in a fresh process reports its own peak.
+    """
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1.0 / 1024.0 if sys.platform != "darwin" else 1.0 / 1024.0**2
+    out = {"host_peak_rss_mib": round(rss_kb * scale, 1)}
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda" and torch.cuda.is_available():
+        out["cuda_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    return out
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python, the package and its numerical dependencies; thread count."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("cvxsnn", "torch", "numpy", "scipy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert tensors, numpy values, tuples and paths into JSON-serialisable values."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        return obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return str(obj)
+    return obj
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
