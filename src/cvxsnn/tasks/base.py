@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-__all__ = ["SequenceDataset", "TaskData"]
+__all__ = ["SequenceDataset", "TaskData", "check_int", "seeded_generator", "seen_fraction"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,56 @@ class TaskData:
     test: SequenceDataset
     extra: dict[str, SequenceDataset] = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+
+
+def seeded_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one named random stream of a seed.
+
+    Streams of one seed (``"xor-train"``, ``"xor-test"``, ...) are independent
+    of each other, and a stream does not depend on how much another one drew.
+
+    Parameters
+    ----------
+    seed : int
+    stream : str
+        Name of the stream.
+    """
+    digest = hashlib.sha256(f"{stream}:{int(seed)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def seen_fraction(train_rows: Tensor, test_rows: Tensor) -> float:
+    """Share of the rows of ``test_rows`` that occur exactly among ``train_rows``.
+
+    Parameters
+    ----------
+    train_rows : Tensor of shape (n_train, F)
+    test_rows : Tensor of shape (n_test, F)
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.0 when ``test_rows`` is empty.
+    """
+    if test_rows.shape[0] == 0:
+        return 0.0
+    seen = {r.tobytes() for r in train_rows.contiguous().cpu().numpy()}
+    hits = sum(r.tobytes() in seen for r in test_rows.contiguous().cpu().numpy())
+    return hits / test_rows.shape[0]
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int after checking ``minimum <= value <= maximum``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the allowed range and the value that came.
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    v = value.__index__()
+    if v < minimum or (maximum is not None and v > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be >= {minimum}{upper}; got {v}")
+    return v

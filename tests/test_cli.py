@@ -1,0 +1,57 @@
+"""Command-line interface: help, bad arguments, a full train/predict round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cvxsnn.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "predict", "sweep"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--task", "nope"], "argument --task: invalid choice: 'nope'"),
+        (["train", "--method", "adam"], "argument --method: invalid choice: 'adam'"),
+        (["train", "--steps", "0"], "--steps must be >= 1; got 0"),
+        (["train", "--width", "x"], "--width must be an integer; got 'x'"),
+        (["train", "--rho", "-1"], "--rho must be a finite number > 0; got -1"),
+        (["train", "--depth", "1"], "depth (L) must be >= 2"),
+        (["train", "--task", "custom"], "data must name a FILE.npz when task is 'custom'"),
+    ],
+)
+def test_bad_arguments_give_one_line(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_mnist_dir_is_clear(tmp_path, capsys):
+    code = main(["train", "--task", "mnist-seq", "--data-dir", str(tmp_path / "none"), "-q"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "cvxsnn.cli", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "train" in out.stdout
