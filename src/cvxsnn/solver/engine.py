@@ -1,0 +1,720 @@
+"""Working-set solver for the convex program, stopped by a duality-gap certificate.
+
+Squared loss (any penalty): a working set of atoms is grown from the atoms whose dual
+constraint is most violated. On the working set the problem is solved from its exact Gram
+matrix: for a binary dictionary, D_W^T D_W is an integer count matrix, computed exactly by a
+float32 matmul of 0/1 values (exact while counts < 2^24), then centred in float64 with the
+precomputed column sums (this removes the free intercept). Coordinate descent on that Gram
+matrix identifies the support; an exact linear solve on the support (l1) or a few Newton
+steps (group l2) then polishes the solution. After each working-set solve, one float64
+``D^T u`` pass over all atoms gives the certificate and the next working set.
+
+Logistic and softmax losses: the same outer loop, with an accelerated proximal gradient
+method (FISTA with step 1/L and adaptive restart) on the working set's atoms and the intercept.
+
+Stopping rule (every loss): gap <= tol * max(1, |primal|).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cvxsnn.solver.certificate import (
+    Certificate,
+    Dictionary,
+    _as_numpy,
+    certify,
+    check_rho,
+    check_targets_array,
+    prepare_dictionary,
+)
+from cvxsnn.solver.losses import Loss, LossName, check_targets, make_loss
+from cvxsnn.solver.penalties import Penalty, PenaltyName, make_penalty
+
+__all__ = ["STOP_RULE", "ConvergenceWarning", "SolveResult", "rho_max", "solve"]
+
+Array = NDArray[np.float64]
+STOP_RULE = "gap <= tol * max(1, |primal|)"
+
+
+class ConvergenceWarning(UserWarning):
+    """A solve stopped before its duality gap met the stopping rule."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Result of :func:`solve`, with its certificate.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (P, C)
+        Readout weights W.
+    intercept : ndarray of shape (C,)
+        Intercept b (zeros when ``fit_intercept`` is False); optimal for ``coef``.
+    primal, dual, gap : float
+        Primal value, dual value and absolute duality gap (float64).
+    rel_gap : float
+        gap / max(1, |primal|).
+    tol : float
+        The tolerance of the stopping rule.
+    stop_rule : str
+        ``"gap <= tol * max(1, |primal|)"``.
+    n_iter : int
+        Outer (working-set) iterations, each ending with a full certificate.
+    time_s : float
+        Wall time of the solve.
+    converged : bool
+        Whether the stopping rule was met.
+    loss, penalty : str
+    rho : float
+    support : ndarray of int
+        Indices of the nonzero rows of ``coef``.
+    heads, head_weights : tuple
+        The head partition and head weights used.
+    fit_intercept : bool
+    """
+
+    coef: Array
+    intercept: Array
+    primal: float
+    dual: float
+    gap: float
+    rel_gap: float
+    tol: float
+    stop_rule: str
+    n_iter: int
+    time_s: float
+    converged: bool
+    loss: str
+    penalty: str
+    rho: float
+    support: NDArray[np.intp]
+    heads: tuple[int, ...] = ()
+    head_weights: tuple[float, ...] = ()
+    fit_intercept: bool = True
+    history: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+
+
+@dataclass
+class _Setup:
+    Dk: Dictionary
+    Y: Array
+    loss: Loss
+    penalty: Penalty
+    fit_intercept: bool
+
+
+def _setup(
+    D: Any,
+    Y: Any,
+    loss: str,
+    penalty: str,
+    fit_intercept: bool,
+    heads: tuple[int, ...] | None,
+    head_weights: tuple[float, ...] | None,
+    device: str | None,
+) -> _Setup:
+    Dk = prepare_dictionary(D, device=device)
+    Yv = check_targets_array(Y, Dk.n)
+    lo = make_loss(loss, Yv.shape[1], heads, head_weights)
+    pe = make_penalty(penalty)
+    check_targets(lo, Yv, fit_intercept)
+    return _Setup(Dk, Yv, lo, pe, bool(fit_intercept))
+
+
+def _grad_at_zero(st: _Setup) -> Array:
+    """D^T u0 at W = 0 (intercept optimal), shape (P, C)."""
+    Z0 = np.zeros_like(st.Y)
+    b = st.loss.optimal_intercept(Z0, st.Y) if st.fit_intercept else np.zeros(st.Y.shape[1])
+    u0 = st.loss.neg_grad(Z0 + b, st.Y)
+    if st.fit_intercept:
+        u0 -= u0.mean(axis=0)
+    return st.Dk.dtr(u0)
+
+
+def rho_max(
+    D: Any,
+    Y: Any,
+    loss: LossName = "squared",
+    penalty: PenaltyName = "l1",
+    *,
+    fit_intercept: bool = True,
+    heads: tuple[int, ...] | None = None,
+    head_weights: tuple[float, ...] | None = None,
+    device: str | None = None,
+) -> float:
+    """Smallest rho for which W = 0 is optimal.
+
+    Returns ``R°(D^T u0)`` with u0 the negative loss gradient at W = 0 and the optimal
+    intercept (zero without intercept); R° is the dual norm of the penalty.
+    """
+    st = _setup(D, Y, loss, penalty, fit_intercept, heads, head_weights, device)
+    return st.penalty.dual_norm(_grad_at_zero(st))
+
+
+def solve(
+    D: Any,
+    Y: Any,
+    rho: float,
+    *,
+    loss: LossName = "squared",
+    penalty: PenaltyName = "l1",
+    fit_intercept: bool = True,
+    heads: tuple[int, ...] | None = None,
+    head_weights: tuple[float, ...] | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 100,
+    max_time: float | None = None,
+    W0: Any = None,
+    b0: Any = None,
+    verbose: bool = False,
+    device: str | None = None,
+) -> SolveResult:
+    """Solve min_{W,b} F(D W + 1 b^T, Y) + rho R(W) to a certified duality gap.
+
+    Parameters
+    ----------
+    D : array_like of shape (n, P)
+        Dictionary, typically binary (uint8 / bool); float entries are accepted.
+        A :class:`~cvxsnn.solver.certificate.Dictionary` can be passed to reuse its storage.
+    Y : array_like of shape (n, C) or (n,)
+        Targets: real for ``squared``; in [0, 1] for ``logistic``; rows of each head on the
+        simplex (one-hot) for ``softmax``.
+    rho : float
+        Regularization strength, finite and > 0.
+    loss : {"squared", "logistic", "softmax"}
+    penalty : {"l1", "group_l2"}
+    fit_intercept : bool
+        Fit an unpenalized intercept b.
+    heads : tuple of int, optional
+        Column counts of the output heads (a partition of the C columns). Default: one head
+        of all columns (one head per column for logistic).
+    head_weights : tuple of float, optional
+        Weight of each head's loss (default ones).
+    tol : float
+        Relative tolerance of the stopping rule.
+    max_iter : int
+        Maximum number of outer working-set iterations.
+    max_time : float, optional
+        Wall-time budget in seconds.
+    W0 : array_like of shape (P, C), optional
+        Warm start.
+    b0 : array_like of shape (C,), optional
+        Warm start of the intercept (used as Newton's start for logistic / softmax).
+    verbose : bool
+        Print the gap after every outer iteration.
+    device : str, optional
+        torch device for the full ``D^T u`` products; None uses numpy on the CPU.
+
+    Returns
+    -------
+    SolveResult
+
+    Notes
+    -----
+    Stopping rule: ``gap <= tol * max(1, |primal|)``, with gap = primal - dual from
+    :func:`~cvxsnn.solver.certificate.duality_gap`. If it is not met within ``max_iter``
+    outer iterations or ``max_time`` seconds, a :class:`ConvergenceWarning` gives the gap
+    and the tolerance and ``converged`` is False.
+    """
+    t_start = time.perf_counter()
+    rho = check_rho(rho)
+    if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite float > 0; got {tol!r}")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
+    if max_time is not None and not (max_time > 0):
+        raise ValueError(f"max_time must be None or > 0; got {max_time!r}")
+    st = _setup(D, Y, loss, penalty, fit_intercept, heads, head_weights, device)
+    P, C = st.Dk.P, st.Y.shape[1]
+    W = np.zeros((P, C))
+    if W0 is not None:
+        W0v = np.asarray(_as_numpy(W0), dtype=np.float64)
+        W0v = W0v[:, None] if W0v.ndim == 1 else W0v
+        if W0v.shape != (P, C):
+            raise ValueError(f"W0 must have shape (P, C) = {(P, C)}; got {W0v.shape}")
+        W = W0v.copy()
+    b = None
+    if b0 is not None and fit_intercept:
+        b = np.asarray(_as_numpy(b0), dtype=np.float64).reshape(-1)
+        if b.shape != (C,):
+            raise ValueError(f"b0 must have shape (C,) = ({C},); got {b.shape}")
+    deadline = None if max_time is None else t_start + float(max_time)
+
+    engine = _SquaredEngine(st, rho) if st.loss.name == "squared" else _ProxGradEngine(st, rho)
+    W, b, cert, n_iter, history = engine.run(W, b, tol, max_iter, deadline, verbose)
+    converged = cert.gap <= tol * max(1.0, abs(cert.primal))
+    if not converged:
+        warnings.warn(
+            f"solve stopped after {n_iter} outer iterations without meeting the stopping rule "
+            f"{STOP_RULE}: gap = {cert.gap:.3e}, rel_gap = {cert.rel_gap:.3e}, tol = {tol:.1e}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    support = np.flatnonzero(np.any(W != 0, axis=1))
+    return SolveResult(
+        coef=W,
+        intercept=cert.intercept.copy(),
+        primal=cert.primal,
+        dual=cert.dual,
+        gap=cert.gap,
+        rel_gap=cert.rel_gap,
+        tol=float(tol),
+        stop_rule=STOP_RULE,
+        n_iter=n_iter,
+        time_s=time.perf_counter() - t_start,
+        converged=bool(converged),
+        loss=st.loss.name,
+        penalty=st.penalty.name,
+        rho=rho,
+        support=support,
+        heads=st.loss.heads,
+        head_weights=st.loss.head_weights,
+        fit_intercept=st.fit_intercept,
+        history=tuple(history),
+    )
+
+
+# --------------------------------------------------------------------------- outer loop
+class _Engine:
+    """Outer working-set loop shared by the engines; subclasses solve the subproblem."""
+
+    def __init__(self, st: _Setup, rho: float) -> None:
+        self.st, self.rho = st, rho
+        self.ws: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+
+    def run(
+        self,
+        W: Array,
+        b: Array | None,
+        tol: float,
+        max_iter: int,
+        deadline: float | None,
+        verbose: bool,
+    ) -> tuple[Array, Array | None, Certificate, int, list[tuple[float, float]]]:
+        st, rho = self.st, self.rho
+        history: list[tuple[float, float]] = []
+        ws_size = 0
+        cert = None
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):
+            Z0 = st.Dk.dw(W)
+            cert, G = certify(st.Dk, st.Y, W, b, rho, st.loss, st.penalty, st.fit_intercept, Z0)
+            b = cert.intercept
+            history.append((cert.gap, cert.rel_gap))
+            if verbose:
+                print(
+                    f"[solve] iter {n_iter:3d}  primal {cert.primal:.10e}  gap {cert.gap:.3e}  "
+                    f"rel_gap {cert.rel_gap:.3e}  |ws| {self.ws.size}"
+                )
+            target = tol * max(1.0, abs(cert.primal))
+            if cert.gap <= target or (deadline is not None and time.perf_counter() > deadline):
+                break
+            if n_iter == max_iter:
+                break
+            # Grow the working set: the support plus the atoms with the largest dual scores.
+            scores = st.penalty.row_scores(G) / rho
+            support = np.flatnonzero(np.any(W != 0, axis=1))
+            scores[support] = np.inf
+            ws_size = min(st.Dk.P, max(2 * ws_size, 2 * support.size, 100))
+            if ws_size >= st.Dk.P:
+                new_ws = np.arange(st.Dk.P)
+            else:
+                new_ws = np.sort(np.argpartition(-scores, ws_size - 1)[:ws_size])
+            new_ws = np.union1d(new_ws, self.ws)
+            self._set_working_set(new_ws)
+            W_ws = W[self.ws]
+            W_ws, b = self._solve_subproblem(W_ws, b, 0.1 * target, deadline)
+            W = np.zeros_like(W)
+            W[self.ws] = W_ws
+        assert cert is not None
+        return W, b, cert, n_iter, history
+
+    def _set_working_set(self, ws: NDArray[np.intp]) -> None:
+        self.ws = ws
+
+    def _solve_subproblem(
+        self, W: Array, b: Array | None, gap_target: float, deadline: float | None
+    ) -> tuple[Array, Array | None]:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------- squared loss
+class _SquaredEngine(_Engine):
+    """Gram-based coordinate descent + exact support polish on the working set."""
+
+    def __init__(self, st: _Setup, rho: float) -> None:
+        super().__init__(st, rho)
+        Dk, Y = st.Dk, st.Y
+        n = Dk.n
+        self.w = st.loss.column_weights  # (C,)
+        self.mu = Dk.colsum / n if st.fit_intercept else np.zeros(Dk.P)
+        self.Yc = Y - Y.mean(axis=0) if st.fit_intercept else Y.copy()
+        self.yy = np.einsum("ic,ic->c", self.Yc, self.Yc)  # (C,)
+        self.q_all = Dk.dtr(self.Yc)  # (P, C): D^T Yc (= Dc^T Yc when centred)
+        self._X32: NDArray[np.float32] | None = None  # cached atoms (k, n)
+        self._Hraw = np.zeros((0, 0))  # raw Gram D_W^T D_W of the cached atoms
+
+    def _set_working_set(self, ws: NDArray[np.intp]) -> None:
+        old = self.ws
+        new = np.setdiff1d(ws, old)
+        Dk = self.st.Dk
+        if new.size:
+            dtype = np.float32 if Dk.binary and Dk.n < 2**24 else np.float64
+            Xn = Dk.atoms(new, dtype)  # (k_new, n)
+            cross = (Xn @ self._X32.T).astype(np.float64) if old.size else np.zeros((new.size, 0))
+            Hnn = (Xn @ Xn.T).astype(np.float64)
+            k0 = old.size
+            H = np.empty((k0 + new.size, k0 + new.size))
+            H[:k0, :k0] = self._Hraw
+            H[k0:, :k0] = cross
+            H[:k0, k0:] = cross.T
+            H[k0:, k0:] = Hnn
+            X = np.concatenate([self._X32, Xn]) if old.size else Xn
+            order = np.argsort(np.concatenate([old, new]), kind="stable")
+            self._Hraw = H[np.ix_(order, order)]
+            self._X32 = X[order]
+        self.ws = ws
+        mu = self.mu[ws]
+        n = Dk.n
+        self.H = self._Hraw - n * np.outer(mu, mu)  # centred Gram (k, k)
+        self.q = self.q_all[ws]  # (k, C)
+
+    # Subproblem objective pieces in the scaled units of the program.
+    def _ws_gap(self, W: Array, G: Array) -> tuple[float, float]:
+        """(primal, gap) of the working-set problem; G = H W - q (raw)."""
+        n, w, rho = self.st.Dk.n, self.w, self.rho
+        qW = np.einsum("jc,jc->c", self.q, W)
+        WHW = np.einsum("jc,jc->c", W, G + self.q)
+        rr = self.yy - 2 * qW + WHW  # ||r_c||^2
+        ry = self.yy - qW  # r_c . yc
+        primal = float((w * rr).sum() / (2 * n) + rho * self.st.penalty.value(W))
+        dn = self.st.penalty.dual_norm(-G * (w / n))
+        s = 1.0 if dn <= rho else rho / dn
+        dual = float((w * (s * ry - 0.5 * s * s * rr)).sum() / n)
+        return primal, primal - dual
+
+    def _solve_subproblem(
+        self, W: Array, b: Array | None, gap_target: float, deadline: float | None
+    ) -> tuple[Array, Array | None]:
+        H, q = self.H, self.q
+        W = W.copy()
+        G = H @ W - q
+        epoch = 0
+        while True:
+            if self.st.penalty.name == "l1":
+                self._cd_l1(W, G, n_epochs=5)
+            else:
+                self._cd_group(W, G, n_epochs=5)
+            epoch += 5
+            cur = self._ws_gap(W, G)
+            # Polish: exact solve on the detected support.
+            Wp = self._polish(W)
+            if Wp is not None:
+                Gp = H @ Wp - q
+                cand = self._ws_gap(Wp, Gp)
+                if cand[0] <= cur[0] + 1e-15 * abs(cur[0]) and cand[1] < cur[1]:
+                    W, G, cur = Wp, Gp, cand
+            if cur[1] <= gap_target or epoch >= 20000:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        return W, b
+
+    def _cd_l1(self, W: Array, G: Array, n_epochs: int) -> None:
+        H = self.H
+        diag = np.diag(H).copy()
+        n = self.st.Dk.n
+        lam = n * self.rho / np.maximum(self.w, 1e-300)  # (C,) per-column l1 weight
+        k, C = W.shape
+        for c in range(C):
+            if self.w[c] == 0:
+                W[:, c] = 0.0
+                continue
+            wc = W[:, c].copy()
+            gc = G[:, c].copy()
+            lc = float(lam[c])
+            for _ in range(n_epochs):
+                for j in range(k):
+                    hjj = diag[j]
+                    if hjj <= 0:
+                        continue
+                    old = wc[j]
+                    z = old - gc[j] / hjj
+                    t = lc / hjj
+                    new = z - t if z > t else (z + t if z < -t else 0.0)
+                    if new != old:
+                        wc[j] = new
+                        gc += H[j] * (new - old)
+            W[:, c] = wc
+            G[:, c] = gc
+
+    def _cd_group(self, W: Array, G: Array, n_epochs: int) -> None:
+        H = self.H
+        diag = np.diag(H)
+        n = self.st.Dk.n
+        w = self.w
+        wmax = float(w.max())
+        k = W.shape[0]
+        for _ in range(n_epochs):
+            for j in range(k):
+                L = diag[j] * wmax / n
+                if L <= 0:
+                    continue
+                old = W[j].copy()
+                z = old - G[j] * (w / n) / L
+                nz = float(np.sqrt(z @ z))
+                thr = self.rho / L
+                new = z * (1 - thr / nz) if nz > thr else np.zeros_like(z)
+                d = new - old
+                if np.any(d != 0):
+                    W[j] = new
+                    G += np.outer(H[j], d)
+
+    def _polish(self, W: Array) -> Array | None:
+        """Exact solve on the support: l1 sign-fixed linear systems; group l2 Newton."""
+        H, q = self.H, self.q
+        n = self.st.Dk.n
+        Wp = np.zeros_like(W)
+        if self.st.penalty.name == "l1":
+            lam = n * self.rho / np.maximum(self.w, 1e-300)
+            for c in range(W.shape[1]):
+                S = np.flatnonzero(W[:, c])
+                if S.size == 0 or self.w[c] == 0:
+                    continue
+                sig = np.sign(W[S, c])
+                rhs = q[S, c] - lam[c] * sig
+                try:
+                    x = np.linalg.solve(H[np.ix_(S, S)], rhs)
+                except np.linalg.LinAlgError:
+                    x = np.linalg.lstsq(H[np.ix_(S, S)], rhs, rcond=None)[0]
+                if np.any(np.sign(x) != sig):
+                    return None
+                Wp[S, c] = x
+            return Wp
+        return self._newton_group(W)
+
+    def _newton_group(self, W: Array) -> Array | None:
+        """Newton's method on the group-l2 problem restricted to the current support rows."""
+        S = np.flatnonzero(np.any(W != 0, axis=1))
+        if S.size == 0:
+            return None
+        n, w, rho = self.st.Dk.n, self.w, self.rho
+        C = W.shape[1]
+        HS = self.H[np.ix_(S, S)]
+        qS = self.q[S]
+        X = W[S].copy()
+        Hbig = np.kron(HS, np.diag(w / n))  # Hessian of the smooth part, (kC, kC)
+
+        def obj(X: Array) -> float:
+            Gs = (HS @ X - 2 * qS) * (w / n)
+            return float(0.5 * np.einsum("jc,jc->", X, Gs) + rho * np.linalg.norm(X, axis=1).sum())
+
+        f = obj(X)
+        for _ in range(30):
+            norms = np.linalg.norm(X, axis=1)
+            if np.any(norms <= 1e-14):
+                return None
+            U = X / norms[:, None]
+            grad = (HS @ X - qS) * (w / n) + rho * U
+            blocks = [rho * (np.eye(C) - np.outer(U[i], U[i])) / norms[i] for i in range(S.size)]
+            Hn = Hbig + _block_diag(blocks)
+            try:
+                step = np.linalg.solve(Hn, grad.reshape(-1)).reshape(X.shape)
+            except np.linalg.LinAlgError:
+                return None
+            t = 1.0
+            dec = float(np.einsum("jc,jc->", grad, step))
+            while t > 1e-10:
+                Xn = X - t * step
+                fn = obj(Xn)
+                if fn <= f - 1e-4 * t * dec:
+                    break
+                t *= 0.5
+            if t <= 1e-10:
+                break
+            X, f_old, f = Xn, f, fn
+            if f_old - f <= 1e-16 * max(1.0, abs(f)):
+                break
+        Wp = np.zeros_like(W)
+        Wp[S] = X
+        return Wp
+
+
+def _block_diag(blocks: list[Array]) -> Array:
+    k, C = len(blocks), blocks[0].shape[0]
+    out = np.zeros((k * C, k * C))
+    for i, B in enumerate(blocks):
+        out[i * C : (i + 1) * C, i * C : (i + 1) * C] = B
+    return out
+
+
+# ------------------------------------------------------------------- logistic / softmax
+class _ProxGradEngine(_Engine):
+    """FISTA (constant step 1/L, adaptive restart) on the working set's atoms and intercept."""
+
+    def _set_working_set(self, ws: NDArray[np.intp]) -> None:
+        self.ws = ws
+        self.X = self.st.Dk.atoms(ws, np.float64).T  # (n, k)
+
+    def _ws_cert(self, W: Array, b: Array) -> tuple[float, float, Array]:
+        """(primal, gap, b_opt) of the working-set problem."""
+        st, rho = self.st, self.rho
+        Z0 = self.X @ W
+        b_opt = st.loss.optimal_intercept(Z0, st.Y, b) if st.fit_intercept else np.zeros_like(b)
+        primal = st.loss.value(Z0 + b_opt, st.Y) + rho * st.penalty.value(W)
+        u0 = st.loss.neg_grad(Z0 + b_opt, st.Y)
+        if st.fit_intercept:
+            u0 -= u0.mean(axis=0)
+        dn = st.penalty.dual_norm(self.X.T @ u0)
+        s = 1.0 if dn <= rho else rho / dn
+        return primal, primal - st.loss.dual(s * u0, st.Y), b_opt
+
+    def _solve_subproblem(
+        self, W: Array, b: Array | None, gap_target: float, deadline: float | None
+    ) -> tuple[Array, Array | None]:
+        st, rho, X = self.st, self.rho, self.X
+        Y = st.Y
+        C = Y.shape[1]
+        b = np.zeros(C) if b is None else b.copy()
+        fi = st.fit_intercept
+        pen = st.penalty
+
+        def grads(Wv: Array, bv: Array) -> tuple[Array, Array]:
+            u = st.loss.neg_grad(X @ Wv + bv, Y)
+            return -(X.T @ u), (-u.sum(axis=0) if fi else np.zeros(C))
+
+        # Lipschitz bound: (max head weight / n) * ||[X 1]||_2^2 (/4 for logistic).
+        Xs = np.hstack([X, np.ones((X.shape[0], 1))]) if fi else X
+        L = float(st.loss.column_weights.max() / X.shape[0] * np.linalg.norm(Xs, 2) ** 2)
+        L = max(L * (0.25 if st.loss.name == "logistic" else 1.0), 1e-12)
+        Wx, bx = W.copy(), b.copy()
+        Wy, by = W.copy(), b.copy()
+        tk = 1.0
+        best_gap = np.inf
+        for it in range(1, 20001):
+            gW, gb = grads(Wy, by)
+            Wn = pen.prox(Wy - gW / L, rho / L)
+            bn = by - gb / L
+            # Gradient-based adaptive restart (O'Donoghue and Candes).
+            if np.sum((Wy - Wn) * (Wn - Wx)) + np.sum((by - bn) * (bn - bx)) > 0:
+                tk = 1.0
+            tn = 0.5 * (1 + np.sqrt(1 + 4 * tk * tk))
+            Wy = Wn + ((tk - 1) / tn) * (Wn - Wx)
+            by = bn + ((tk - 1) / tn) * (bn - bx)
+            Wx, bx, tk = Wn, bn, tn
+            if it % 25 == 0:
+                _, gap, bx = self._ws_cert(Wx, bx)
+                if gap <= gap_target:
+                    break
+                if gap < 0.5 * best_gap:  # support settling: try Newton on it
+                    best_gap = gap
+                    pol = self._newton_polish(Wx, bx)
+                    if pol is not None:
+                        _, gp, bp = self._ws_cert(*pol)
+                        if gp < gap:
+                            Wx, bx = pol[0], bp
+                            Wy, by, tk = Wx.copy(), bx.copy(), 1.0
+                            if gp <= gap_target:
+                                break
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+        return Wx, bx
+
+    def _newton_polish(self, W: Array, b: Array) -> tuple[Array, Array] | None:
+        """Newton's method on the current support (signs fixed for l1, rows for group l2)."""
+        st, rho, X = self.st, self.rho, self.X
+        Y, loss, pen = st.Y, st.loss, st.penalty
+        n, C = X.shape[0], Y.shape[1]
+        fi = st.fit_intercept
+        mask = W != 0  # (k, C)
+        if pen.name == "group_l2":
+            mask = np.repeat(np.any(mask, axis=1, keepdims=True), C, axis=1)
+        if not mask.any():
+            return None
+        sig = np.sign(W)
+        rows = np.flatnonzero(mask.any(axis=1))
+        XS = X[:, rows]
+        A = np.hstack([XS, np.ones((n, 1))]) if fi else XS  # (n, a)
+        a = A.shape[1]
+        free = np.concatenate([mask[rows], np.ones((1, C), dtype=bool)]) if fi else mask[rows]
+        fidx = np.flatnonzero(free.reshape(-1))  # variables: theta (a, C) flattened
+        theta = np.vstack([W[rows], b[None, :]]) if fi else W[rows].copy()
+        wcol = loss.column_weights / n
+
+        def obj(th: Array) -> float:
+            Wr = th[: rows.size]
+            if pen.name == "l1":
+                r = float(np.sum(sig[rows] * Wr))
+            else:
+                r = float(np.linalg.norm(Wr, axis=1).sum())
+            return loss.value(A @ th, Y) + rho * r
+
+        f = obj(theta)
+        for _ in range(50):
+            Z = A @ theta
+            g = -(A.T @ loss.neg_grad(Z, Y))  # (a, C)
+            Hm = np.zeros((a * C, a * C))
+            if loss.name == "logistic":
+                from scipy.special import expit
+
+                p = expit(Z)
+                for c in range(C):
+                    Hc = (A * (wcol[c] * p[:, c] * (1 - p[:, c]))[:, None]).T @ A
+                    Hm[c::C, c::C] = Hc
+            else:
+                from scipy.special import softmax
+
+                for sl in loss.head_slices():
+                    p = softmax(Z[:, sl], axis=1)
+                    for i, c in enumerate(range(sl.start, sl.stop)):
+                        for j, c2 in enumerate(range(sl.start, sl.stop)):
+                            wgt = wcol[c] * (p[:, i] * (i == j) - p[:, i] * p[:, j])
+                            Hm[c::C, c2::C] = (A * wgt[:, None]).T @ A
+            if pen.name == "l1":
+                g[: rows.size] += rho * sig[rows]
+            else:
+                Wr = theta[: rows.size]
+                nr = np.linalg.norm(Wr, axis=1)
+                if np.any(nr <= 1e-14):
+                    return None
+                U = Wr / nr[:, None]
+                g[: rows.size] += rho * U
+                for i in range(rows.size):
+                    blk = rho * (np.eye(C) - np.outer(U[i], U[i])) / nr[i]
+                    Hm[i * C : (i + 1) * C, i * C : (i + 1) * C] += blk
+            gv = g.reshape(-1)[fidx]
+            Hf = Hm[np.ix_(fidx, fidx)]
+            step = np.linalg.lstsq(Hf + 1e-14 * np.trace(Hf) * np.eye(fidx.size), gv, rcond=None)[0]
+            dec = float(gv @ step)
+            if dec <= 1e-30:
+                break
+            t = 1.0
+            while t > 1e-10:
+                th = theta.copy().reshape(-1)
+                th[fidx] -= t * step
+                th = th.reshape(theta.shape)
+                if pen.name == "l1" and np.any(
+                    np.sign(th[: rows.size])[mask[rows]] != sig[rows][mask[rows]]
+                ):
+                    t *= 0.5
+                    continue
+                fn = obj(th)
+                if fn <= f - 1e-4 * t * dec:
+                    break
+                t *= 0.5
+            if t <= 1e-10:
+                break
+            theta, f_old, f = th, f, fn
+            if f_old - f <= 1e-15 * max(1.0, abs(f)):
+                break
+        Wp = np.zeros_like(W)
+        Wp[rows] = theta[: rows.size] * mask[rows]
+        bp = theta[rows.size] if fi else np.zeros(C)
+        return Wp, bp

@@ -1,0 +1,156 @@
+"""Carathéodory support reduction (SPEC section 4).
+
+Both penalties are handled by one routine. The prediction is written as
+``vec(D W + 1 b^T) = A lam + E beta`` with atoms A (one column per support element), free
+columns E (the intercept) and coefficients lam; the penalty is ``c^T lam`` while no lam_j
+changes sign. While [A, E] has a null vector v with ``c^T v_A = 0``, moving ``lam`` along
+``v_A`` (and ``beta`` along ``v_E``) keeps the prediction and the penalty fixed; it moves
+until the first lam_j reaches zero and that element leaves the support.
+
+- l1, per output c: A = D_S (the atoms with W_jc != 0), lam = W_Sc, c = sign(W_Sc), E = 1.
+- group l2: A_j = vec(d_j W_j^T) for the nonzero rows, lam = 1 (row j becomes lam_j W_j),
+  c_j = ||W_j||, E = vec(1 e_c^T) for each output c.
+
+At an optimum every null vector satisfies ``c^T v_A = 0`` (else the penalty could drop with the
+prediction fixed). At a point that is not optimal, a null space of dimension 1 with
+``c^T v_A != 0`` is followed in the direction that lowers the penalty, so the penalty never
+increases. Afterwards the columns of [A, E] are linearly independent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.linalg import null_space
+
+from cvxsnn.solver.certificate import _as_numpy, prepare_dictionary
+from cvxsnn.solver.penalties import make_penalty
+
+__all__ = ["reduce_support"]
+
+Array = NDArray[np.float64]
+
+
+def _null_basis(M: Array) -> Array:
+    """Orthonormal basis of the null space of M, shape (M.shape[1], r)."""
+    if M.shape[1] == 0:
+        return np.zeros((0, 0))
+    if M.shape[0] == 0:
+        return np.eye(M.shape[1])
+    return null_space(M, rcond=max(M.shape) * np.finfo(np.float64).eps * 10)
+
+
+def _reduce(A: Array, E: Array, lam: Array, c: Array) -> tuple[Array, Array]:
+    """Move (lam, beta) along null vectors of [A, E] until they are independent.
+
+    Returns the new lam (k,) and the change of beta (e,).
+    """
+    k, e = A.shape[1], E.shape[1]
+    lam = lam.astype(np.float64).copy()
+    beta = np.zeros(e)
+    N = _null_basis(np.hstack([A, E]))  # (k + e, r)
+    active = np.ones(k, dtype=bool)
+    while N.shape[1] > 0:
+        Na = N[:k]
+        a = c @ Na  # (r,) penalty slope of each basis direction
+        r = N.shape[1]
+        if r >= 2:
+            z = _null_basis(a[None, :])[:, 0] if np.linalg.norm(a) > 0 else np.eye(r)[0]
+        else:
+            z = np.ones(1)
+        v = N @ z
+        va = v[:k] * active
+        if np.max(np.abs(va), initial=0.0) <= 1e-12 * max(np.linalg.norm(v), 1e-300):
+            break  # a null vector on E alone: E itself is dependent; nothing to move
+        slope = float(c @ va)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_all = np.where(np.abs(va) > 1e-14 * np.abs(va).max(), -lam / va, np.nan)
+        if r == 1 and abs(slope) > 1e-12 * np.abs(c).max() * np.abs(va).max():
+            # Not an optimum: go the way that lowers the penalty.
+            ok = (t_all * np.sign(-slope) > 0) & np.isfinite(t_all)
+            if not np.any(ok):
+                break
+            cand = np.where(ok, np.abs(t_all), np.inf)
+        else:
+            cand = np.where(np.isfinite(t_all), np.abs(t_all), np.inf)
+        j = int(np.argmin(cand))
+        t = float(t_all[j])
+        lam += t * va
+        beta += t * v[k:]
+        lam[j] = 0.0
+        active[j] = False
+        # Null space of the matrix without column j: the part of N with zero entry j.
+        B = _null_basis(N[j][None, :])  # (r, r - 1)
+        N = N @ B
+        N[j] = 0.0
+    return lam, beta
+
+
+def reduce_support(
+    D: Any,
+    W: Any,
+    b: Any,
+    penalty: Literal["l1", "group_l2"] = "l1",
+    *,
+    fit_intercept: bool = True,
+) -> tuple[Array, Array]:
+    """Carathéodory support reduction of an (optimal) readout.
+
+    Parameters
+    ----------
+    D : array_like of shape (n, P)
+        Dictionary.
+    W : array_like of shape (P, C) or (P,)
+        Readout weights (an optimum of the program, for the penalty to stay fixed).
+    b : array_like of shape (C,) or None
+        Intercept (None means zero).
+    penalty : {"l1", "group_l2"}
+    fit_intercept : bool
+        Whether the intercept may absorb changes (the ones column joins the rank test).
+
+    Returns
+    -------
+    W : ndarray of shape (P, C)
+    b : ndarray of shape (C,)
+        New readout with the same D W + 1 b^T and the same penalty (at an optimum; never a
+        larger one elsewhere), whose support is independent: for l1, per output c,
+        [D_S(c), 1] has full column rank; for group l2, the vectors vec(d_j W_j^T) of the
+        support rows with the vec(1 e_c^T) have full column rank.
+    """
+    pen = make_penalty(penalty)
+    Dk = prepare_dictionary(D)
+    Wv = np.asarray(_as_numpy(W), dtype=np.float64)
+    Wv = Wv[:, None] if Wv.ndim == 1 else Wv.copy()
+    if Wv.shape[0] != Dk.P:
+        raise ValueError(f"W must have shape (P, C) with P = {Dk.P}; got {Wv.shape}")
+    C = Wv.shape[1]
+    bv = np.zeros(C) if b is None else np.asarray(_as_numpy(b), dtype=np.float64).reshape(-1)
+    if bv.shape != (C,):
+        raise ValueError(f"b must have shape (C,) = ({C},); got {bv.shape}")
+    bv = bv.copy()
+    n = Dk.n
+    if pen.name == "l1":
+        for c in range(C):
+            S = np.flatnonzero(Wv[:, c])
+            if S.size == 0:
+                continue
+            A = Dk.atoms(S).T  # (n, k)
+            E = np.ones((n, 1)) if fit_intercept else np.zeros((n, 0))
+            lam, dbeta = _reduce(A, E, Wv[S, c], np.sign(Wv[S, c]))
+            Wv[S, c] = lam
+            if fit_intercept:
+                bv[c] += dbeta[0]
+        return Wv, bv
+    S = np.flatnonzero(np.any(Wv != 0, axis=1))
+    if S.size == 0:
+        return Wv, bv
+    X = Dk.atoms(S)  # (k, n)
+    A = np.einsum("ji,jc->icj", X, Wv[S]).reshape(n * C, S.size)  # vec(d_j W_j^T)
+    E = np.kron(np.ones((n, 1)), np.eye(C)) if fit_intercept else np.zeros((n * C, 0))
+    lam, dbeta = _reduce(A, E, np.ones(S.size), np.linalg.norm(Wv[S], axis=1))
+    Wv[S] *= lam[:, None]
+    if fit_intercept:
+        bv += dbeta
+    return Wv, bv

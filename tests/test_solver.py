@@ -1,0 +1,335 @@
+"""Tests of the certified convex solver (SPEC section 4)."""
+
+from __future__ import annotations
+
+import warnings
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import expit, log_softmax, softmax, xlogy
+
+from cvxsnn.solver import (
+    STOP_RULE,
+    ConvergenceWarning,
+    duality_gap,
+    reduce_support,
+    rho_max,
+    solve,
+    solve_path,
+)
+
+PAIRS = [(lo, pe) for lo in ("squared", "logistic", "softmax") for pe in ("l1", "group_l2")]
+
+
+def _problem(loss: str, n: int = 50, P: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    D = (rng.random((n, P)) < 0.4).astype(np.uint8)
+    if loss == "squared":
+        Y = np.stack(
+            [D @ rng.standard_normal(P) * 0.3 + rng.standard_normal(n) for _ in range(2)], 1
+        )
+    elif loss == "logistic":
+        Y = (rng.random((n, 2)) < expit(D @ rng.standard_normal((P, 2)) * 0.3)).astype(float)
+    else:
+        Y = np.eye(3)[(D @ rng.standard_normal(P) * 0.5 + rng.integers(0, 3, n)).astype(int) % 3]
+    return D, Y
+
+
+def _gap_independent(D, Y, W, b, rho, loss, penalty):
+    """The duality gap written out plainly (one head, unit weights, free intercept)."""
+    D = D.astype(float)
+    n = D.shape[0]
+    Z = D @ W + b
+    # Optimal intercept for this W, then u0 = -dF/dZ with zero column sums.
+    if loss == "squared":
+        bo = (Y - D @ W).mean(axis=0)
+        primal_loss = ((Y - Z) ** 2).sum() / (2 * n)
+        u0 = (Y - (D @ W + bo)) / n
+    elif loss == "logistic":
+        bo = np.array(
+            [_brent_intercept(lambda t, c=c: np.mean(expit(D @ W[:, c] + t)) - Y[:, c].mean())
+             for c in range(Y.shape[1])]
+        )  # fmt: skip
+        primal_loss = (np.logaddexp(0, Z) - Y * Z).sum() / n
+        u0 = (Y - expit(D @ W + bo)) / n
+    else:
+        from scipy.optimize import minimize
+
+        f = lambda t: -(Y * log_softmax(D @ W + t, axis=1)).sum() / n  # noqa: E731
+        jac = lambda t: (softmax(D @ W + t, axis=1) - Y).sum(axis=0) / n  # noqa: E731
+        bo = minimize(f, b, jac=jac, method="BFGS", options={"gtol": 1e-15}).x
+        primal_loss = -(Y * log_softmax(Z, axis=1)).sum() / n
+        u0 = (Y - softmax(D @ W + bo, axis=1)) / n
+    u0 = u0 - u0.mean(axis=0)
+    G = D.T @ u0
+    if penalty == "l1":
+        R, dn = np.abs(W).sum(), np.abs(G).max()
+    else:
+        R, dn = np.linalg.norm(W, axis=1).sum(), np.linalg.norm(G, axis=1).max()
+    u = u0 * min(1.0, rho / dn)
+    if loss == "squared":
+        dual = (u * Y).sum() - n * (u**2).sum() / 2
+    else:
+        p = Y - n * u
+        ent = -xlogy(p, p)
+        if loss == "logistic":
+            ent = ent - xlogy(1 - p, 1 - p)
+        dual = ent.sum() / n
+    primal = primal_loss + rho * R
+    return primal, primal - dual
+
+
+def _brent_intercept(g):
+    from scipy.optimize import brentq
+
+    return brentq(g, -50, 50, xtol=1e-15)
+
+
+def _cvxpy(D, Y, rho, loss, penalty):
+    n, P = D.shape
+    C = Y.shape[1]
+    W, b = cp.Variable((P, C)), cp.Variable(C)
+    Z = D.astype(float) @ W + np.ones((n, 1)) @ b[None, :]
+    if loss == "squared":
+        F = cp.sum_squares(Y - Z) / (2 * n)
+    elif loss == "logistic":
+        F = cp.sum(cp.logistic(Z) - cp.multiply(Y, Z)) / n
+    else:
+        F = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(Y, Z))) / n
+    R = cp.sum(cp.abs(W)) if penalty == "l1" else cp.sum(cp.norm(W, 2, axis=1))
+    prob = cp.Problem(cp.Minimize(F + rho * R))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    return prob.value, D @ W.value + b.value
+
+
+@pytest.mark.parametrize(("loss", "penalty"), PAIRS)
+def test_gap_recomputed_independently(loss, penalty):
+    D, Y = _problem(loss)
+    rho = 0.05 * rho_max(D, Y, loss, penalty)
+    res = solve(D, Y, rho, loss=loss, penalty=penalty, tol=1e-9)
+    assert res.converged and res.stop_rule == STOP_RULE
+    primal, gap = _gap_independent(D, Y, res.coef, res.intercept, rho, loss, penalty)
+    assert primal == pytest.approx(res.primal, rel=1e-12, abs=1e-13)
+    assert gap == pytest.approx(res.gap, abs=1e-10)
+    assert 0 <= res.gap <= 1e-9 * max(1, abs(res.primal))
+    # A perturbed (suboptimal) point: the public certificate agrees with the plain formula.
+    rng = np.random.default_rng(1)
+    W2 = res.coef + 0.01 * rng.standard_normal(res.coef.shape)
+    cert = duality_gap(D, Y, W2, res.intercept, rho, loss=loss, penalty=penalty)
+    p2, g2 = _gap_independent(D, Y, W2, res.intercept, rho, loss, penalty)
+    assert cert.primal == pytest.approx(p2, rel=1e-12)
+    assert cert.gap == pytest.approx(g2, rel=1e-7, abs=1e-12)
+    assert cert.gap > 1e-6
+
+
+@pytest.mark.parametrize(("loss", "penalty"), PAIRS)
+def test_matches_cvxpy_clarabel(loss, penalty):
+    D, Y = _problem(loss, n=40, P=15, seed=2)
+    rho = 0.05 * rho_max(D, Y, loss, penalty)
+    res = solve(D, Y, rho, loss=loss, penalty=penalty, tol=1e-10)
+    value, Z = _cvxpy(D, Y, rho, loss, penalty)
+    assert res.primal == pytest.approx(value, rel=1e-6)
+    Zs = D @ res.coef + res.intercept
+    if loss == "softmax":  # predictions are defined up to a per-row constant
+        Zs, Z = log_softmax(Zs, axis=1), log_softmax(Z, axis=1)
+    np.testing.assert_allclose(Zs, Z, rtol=0, atol=1e-4 * max(1, np.abs(Z).max()))
+
+
+def test_squared_l1_matches_sklearn():
+    from sklearn.linear_model import Lasso
+
+    rng = np.random.default_rng(3)
+    D = (rng.random((300, 120)) < 0.5).astype(np.uint8)
+    y = D @ (rng.standard_normal(120) * (rng.random(120) < 0.1)) + rng.standard_normal(300)
+    rho = 0.02 * rho_max(D, y)
+    res = solve(D, y, rho)
+    sk = Lasso(alpha=rho, tol=1e-14, max_iter=200000).fit(D.astype(float), y)
+    sk_val = duality_gap(D, y, sk.coef_, sk.intercept_, rho).primal
+    assert res.primal == pytest.approx(sk_val, rel=1e-9)
+    np.testing.assert_allclose(D @ res.coef[:, 0] + res.intercept[0], sk.predict(D), atol=1e-5)
+
+
+def test_head_weights_and_heads():
+    rng = np.random.default_rng(4)
+    D = (rng.random((80, 30)) < 0.5).astype(np.uint8)
+    lab_a, lab_b = rng.integers(0, 3, 80), rng.integers(0, 2, 80)
+    Y = np.hstack([np.eye(3)[lab_a], np.eye(2)[lab_b]])
+    for loss in ("squared", "softmax"):
+        res = solve(D, Y, 0.01, loss=loss, heads=(3, 2), head_weights=(1.0, 0.3), tol=1e-9)
+        assert res.converged
+        # Weighted objective recomputed by hand.
+        Z = D @ res.coef + res.intercept
+        if loss == "squared":
+            F = (((Y - Z) ** 2)[:, :3].sum() + 0.3 * ((Y - Z) ** 2)[:, 3:].sum()) / (2 * 80)
+        else:
+            F = (-(Y[:, :3] * log_softmax(Z[:, :3], axis=1)).sum()
+                 - 0.3 * (Y[:, 3:] * log_softmax(Z[:, 3:], axis=1)).sum()) / 80  # fmt: skip
+        assert res.primal == pytest.approx(F + 0.01 * np.abs(res.coef).sum(), rel=1e-12)
+
+
+def test_rho_above_rho_max_gives_zero_and_zero_gap():
+    D, Y = _problem("squared")
+    rm = rho_max(D, Y)
+    res = solve(D, Y, 1.01 * rm)
+    assert not res.coef.any() and res.support.size == 0
+    np.testing.assert_allclose(res.intercept, Y.mean(axis=0))
+    assert res.gap == pytest.approx(0, abs=1e-15)
+    # Just below rho_max something enters.
+    assert solve(D, Y, 0.9 * rm).support.size > 0
+
+
+def test_orthogonal_binary_columns_closed_form():
+    # Disjoint 0/1 columns, no intercept: each coordinate is a soft-threshold.
+    n, P = 12, 3
+    D = np.zeros((n, P), dtype=np.uint8)
+    for j in range(P):
+        D[4 * j : 4 * j + 4, j] = 1
+    y = np.repeat([3.0, -1.0, 0.2], 4) + np.tile([0.1, -0.1, 0.0, 0.0], 3)
+    rho = 0.1
+    res = solve(D, y, rho, fit_intercept=False, tol=1e-12)
+    # Objective per column: (1/(2n)) ||y_j - w||^2 over 4 rows -> w = soft(mean_j, n rho / 4).
+    means = y.reshape(P, 4).mean(axis=1)
+    expect = np.sign(means) * np.maximum(np.abs(means) - n * rho / 4, 0)
+    np.testing.assert_allclose(res.coef[:, 0], expect, atol=1e-12)
+
+
+def test_non_convergence_warns():
+    D, Y = _problem("logistic", n=80, P=40)
+    with pytest.warns(ConvergenceWarning, match=r"gap = .*tol = 1.0e-12"):
+        res = solve(D, Y, 1e-4, loss="logistic", tol=1e-12, max_iter=1)
+    assert not res.converged
+
+
+def test_path_warm_starts_and_decreasing():
+    D, Y = _problem("squared")
+    path = solve_path(D, Y, n_rhos=6, rho_min_ratio=1e-2)
+    rhos = [r.rho for r in path]
+    assert rhos == sorted(rhos, reverse=True) and len(path) == 6
+    assert path[0].support.size == 0
+    assert all(r.converged for r in path)
+    assert path[-1].support.size >= path[1].support.size
+
+
+def test_torch_device_matches_numpy():
+    D, Y = _problem("squared")
+    a = solve(D, Y, 0.01)
+    b = solve(D, Y, 0.01, device="cpu")
+    assert a.primal == pytest.approx(b.primal, rel=1e-12)
+
+
+def _rank_ok_l1(D, W, b):
+    n = D.shape[0]
+    for c in range(W.shape[1]):
+        S = np.flatnonzero(W[:, c])
+        M = np.hstack([D[:, S].astype(float), np.ones((n, 1))])
+        assert np.linalg.matrix_rank(M) == M.shape[1]
+
+
+def test_reduce_support_on_dependent_dictionary():
+    # Two splits of one set U: d1 + d2 = d3 + d4 = 1_U, so {d1..d4, 1} is dependent and,
+    # with equal signs, moving along (1, 1, -1, -1) keeps both D w and ||w||_1.
+    rng = np.random.default_rng(5)
+    n = 40
+    U = rng.random(n) < 0.6
+    A, Cs = U & (rng.random(n) < 0.5), U & (rng.random(n) < 0.5)
+    cols = [A, U & ~A, Cs, U & ~Cs, rng.random(n) < 0.5]
+    D = np.stack(cols, 1).astype(np.uint8)
+    W = np.array([[1.0], [0.7], [0.4], [1.2], [-0.5]])
+    W2, b2 = reduce_support(D, W, np.array([0.3]))
+    np.testing.assert_allclose(D @ W2 + b2, D @ W + 0.3, atol=1e-10)
+    assert np.abs(W2).sum() == pytest.approx(np.abs(W).sum(), abs=1e-10)
+    _rank_ok_l1(D, W2, b2)
+    assert np.count_nonzero(W2) < np.count_nonzero(W)
+
+
+# --------------------------------------------------------------------------- properties
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(6, 30),
+    P=st.integers(1, 25),
+    frac=st.floats(0.01, 1.2),
+    penalty=st.sampled_from(["l1", "group_l2"]),
+)
+def test_properties_squared(seed, n, P, frac, penalty):
+    rng = np.random.default_rng(seed)
+    D = (rng.random((n, P)) < 0.5).astype(np.uint8)
+    Y = rng.standard_normal((n, 2))
+    rm = rho_max(D, Y, penalty=penalty)
+    rho = frac * rm if rm > 0 else 1.0
+    tol = 1e-8
+    res = solve(D, Y, rho, penalty=penalty, tol=tol)
+    assert res.gap >= 0
+    if res.converged:
+        assert res.rel_gap <= tol
+    W2, b2 = reduce_support(D, res.coef, res.intercept, penalty)
+    np.testing.assert_allclose(D @ W2 + b2, D @ res.coef + res.intercept, atol=1e-9)
+    if penalty == "l1":
+        assert np.abs(W2).sum() == pytest.approx(np.abs(res.coef).sum(), abs=1e-9)
+        _rank_ok_l1(D, W2, b2)
+    else:
+        R0, R1 = np.linalg.norm(res.coef, axis=1).sum(), np.linalg.norm(W2, axis=1).sum()
+        assert R1 == pytest.approx(R0, abs=1e-7 * max(1, R0))
+        S = np.flatnonzero(np.any(W2 != 0, axis=1))
+        A = np.einsum("ij,jc->icj", D[:, S].astype(float), W2[S]).reshape(n * 2, S.size)
+        M = np.hstack([A, np.kron(np.ones((n, 1)), np.eye(2))])
+        assert np.linalg.matrix_rank(M) == M.shape[1]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 20), P=st.integers(2, 12))
+def test_reduce_support_arbitrary_point(seed, n, P):
+    rng = np.random.default_rng(seed)
+    D = (rng.random((n, P)) < 0.5).astype(np.uint8)
+    W = rng.standard_normal((P, 1)) * (rng.random((P, 1)) < 0.8)
+    W2, b2 = reduce_support(D, W, np.zeros(1))
+    np.testing.assert_allclose(D @ W2 + b2, D @ W, atol=1e-9)
+    assert np.abs(W2).sum() <= np.abs(W).sum() + 1e-9  # never larger away from an optimum
+    _rank_ok_l1(D, W2, b2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), loss=st.sampled_from(["logistic", "softmax"]))
+def test_gap_nonnegative_any_point(seed, loss):
+    D, Y = _problem(loss, n=30, P=10, seed=seed % 7)
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((10, Y.shape[1])) * rng.random()
+    cert = duality_gap(D, Y, W, None, 0.05, loss=loss)
+    assert cert.gap >= 0 and cert.rel_gap == pytest.approx(cert.gap / max(1, abs(cert.primal)))
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(D=np.zeros((0, 3))), r"D must have at least one row"),
+        (dict(D=np.zeros((5, 0))), r"D must have at least one row"),
+        (dict(rho=0.0), r"rho must be a finite float > 0; got 0.0"),
+        (dict(rho=float("nan")), r"rho must be a finite float > 0"),
+        (dict(rho=-1), r"rho must be a finite float > 0; got -1"),
+        (dict(Y=np.ones(4)), r"Y must have as many rows as D \(n = 5\); got Y with 4 rows"),
+        (dict(Y=np.array([1, np.nan, 0, 1, 0.0])), r"Y must be finite"),
+        (dict(D=np.full((5, 3), np.inf)), r"D must be finite"),
+        (dict(loss="hinge"), r"loss must be one of \['squared', 'logistic', 'softmax'\]"),
+        (dict(penalty="l2"), r"penalty must be one of \['l1', 'group_l2'\]"),
+        (dict(heads=(2,)), r"heads must be positive column counts summing to .* C = 1"),
+        (dict(loss="softmax"), r"heads for loss='softmax' must each have at least 2"),
+        (dict(Y=np.array([0, 2, 1, 0, 1.0]), loss="logistic"), r"must lie in \[0, 1\]"),
+        (dict(Y=np.ones(5), loss="logistic"), r"intercept .* is infinite"),
+        (dict(head_weights=(1.0, 2.0)), r"head_weights must have one weight per head \(1\)"),
+        (dict(tol=-1), r"tol must be a finite float > 0"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    rng = np.random.default_rng(0)
+    args = dict(D=(rng.random((5, 3)) < 0.5).astype(np.uint8), Y=np.array([0, 1, 1, 0, 1.0]))
+    args["rho"] = 0.1
+    args.update(kwargs)
+    D, Y, rho = args.pop("D"), args.pop("Y"), args.pop("rho")
+    with pytest.raises(ValueError, match=match):
+        solve(D, Y, rho, **args)
