@@ -91,6 +91,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta-reg", type=_positive_float("--beta-reg"), default=d.beta_reg,
                    help="fixed beta_reg, rho = beta_reg / sqrt(m)")
     g.add_argument("--n-rhos", type=_positive_int("--n-rhos"), default=d.n_rhos)
+    g.add_argument("--path-patience", type=_positive_int("--path-patience"), default=d.path_patience,
+                   help="stop the rho path after this many values without a better validation score")
     g.add_argument("--tol", type=_positive_float("--tol"), default=d.tol)
     g.add_argument("--witnesses", choices=WITNESS_SCHEMES, default=d.witnesses)
     g.add_argument("--sigma", type=_positive_float("--sigma"), default=d.sigma)

@@ -99,6 +99,7 @@ class TrainConfig:
     beta_reg: float | None = None
     n_rhos: int = 12
     rho_min_ratio: float = 1e-3
+    path_patience: int | None = 3
     tol: float = 1e-6
     witnesses: WitnessScheme = "gaussian"
     sigma: float = 1.0
@@ -245,6 +246,7 @@ class ConvexFit:
     support_before_reduction: int = 0
     coef: np.ndarray | None = None
     intercept: np.ndarray | None = None
+    certificate: Any = None
 
 
 def fit_convex(
@@ -257,7 +259,7 @@ def fit_convex(
     """Dictionary, convex solve (rho path selected on validation), reduction, reconstruction."""
     from cvxsnn.dictionary import build_dictionary
     from cvxsnn.reconstruct import reconstruct, verify_reconstruction
-    from cvxsnn.solver import reduce_support, rho_max, solve
+    from cvxsnn.solver import duality_gap, reduce_support, rho_max, solve
 
     device = torch.device(config.device)
     train, val = task.train, task.val
@@ -269,7 +271,8 @@ def fit_convex(
         )
         D_val = dic.transform(val.x.to(torch.float64))
     _log(progress, f"dictionary: {dic.atoms.shape[0]} rows x {dic.atoms.shape[1]} atoms "
-                   f"(from {dic.n_atoms_raw}; {dic.n_zero} all-zero, {dic.n_duplicate} duplicate)")
+                   f"(from {dic.n_atoms_raw}: {dic.n_zero} all-zero, {dic.n_ones} all-one, "
+                   f"{dic.n_duplicate} duplicate dropped)")
     Y, layout, hw = encode_targets(train, config.loss, head_weights)
     heads = layout
     kw = dict(loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw, tol=config.tol)
@@ -282,7 +285,7 @@ def fit_convex(
             top = rho_max(dic.atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads,
                           head_weights=hw)
             rhos = top * np.geomspace(1.0, config.rho_min_ratio, config.n_rhos + 1)[1:]
-            best, best_acc, W0, b0 = None, -1.0, None, None
+            best, best_acc, W0, b0, since_best = None, -1.0, None, None, 0
             for rho in rhos:
                 res = solve(dic.atoms, Y, float(rho), W0=W0, b0=b0, **kw)
                 W0, b0 = res.coef, res.intercept
@@ -293,17 +296,30 @@ def fit_convex(
                 _log(progress, f"rho={rho:.3e} val_acc={acc:.4f} support={len(res.support)} "
                                f"gap={res.gap:.2e}")
                 if acc > best_acc:  # ties keep the larger rho (sparser)
-                    best, best_acc = res, acc
+                    best, best_acc, since_best = res, acc, 0
+                else:
+                    since_best += 1
+                    if config.path_patience is not None and since_best >= config.path_patience:
+                        break
             rho = best.rho
     with timer("reconstruction"):
         support_before = int(len(best.support))
         coef, intercept = reduce_support(dic.atoms, best.coef, best.intercept, penalty=config.penalty)
+        # the certificate of the network actually returned, recomputed after the reduction
+        cert = duality_gap(dic.atoms, Y, coef, intercept, rho, loss=config.loss,
+                           penalty=config.penalty, heads=heads, head_weights=hw)
         net = reconstruct(
             params, dic, coef, intercept, out_layout=layout, head_classes=train.head_classes,
             beta=config.beta, bias_channel=True, dtype=torch.float64, device=device,
         )
-        report = verify_reconstruction(net, dic, train.x.to(torch.float64), train.steps, coef, intercept)
-    return ConvexFit(net, best, dic, float(rho), path, report, layout, support_before, coef, intercept)
+        # Margins of continuous Gaussian witnesses are ~1e-7 over millions of membrane values,
+        # far above float64 rounding; warn only where float64 itself could flip a spike.
+        report = verify_reconstruction(
+            net, dic, train.x.to(torch.float64), train.steps, coef, intercept, margin_warn=1e-12
+        )
+        report.check()
+    return ConvexFit(net, best, dic, float(rho), path, report, layout, support_before, coef,
+                     intercept, cert)
 
 
 def _head_weights(data: SequenceDataset, config: TrainConfig) -> tuple[float, ...]:
@@ -423,7 +439,7 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
                     params = perturb_witnesses(params, config.perturb_scale, gen, config.perturb_copies)
         convex = fit_convex(params, task, config, timer, progress)
         net = convex.net
-        s = convex.solve
+        s, c = convex.solve, convex.certificate
         rep = convex.reconstruction
         record.update(
             loss=config.loss, penalty=config.penalty, rho=convex.rho,
@@ -432,7 +448,12 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
             dictionary_rows=int(convex.dictionary.atoms.shape[0]),
             support_size=int((convex.coef != 0).any(axis=1).sum()),
             support_before_reduction=convex.support_before_reduction,
-            primal=float(s.primal), dual=float(s.dual), gap=float(s.gap), rel_gap=float(s.rel_gap),
+            n_zero=int(convex.dictionary.n_zero), n_ones=int(convex.dictionary.n_ones),
+            n_duplicate=int(convex.dictionary.n_duplicate),
+            primal=float(c.primal), dual=float(c.dual), gap=float(c.gap), rel_gap=float(c.rel_gap),
+            certified=bool(c.rel_gap <= s.tol),
+            solver={"primal": float(s.primal), "dual": float(s.dual), "gap": float(s.gap),
+                    "rel_gap": float(s.rel_gap), "time_s": float(s.time_s)},
             converged=bool(s.converged), solver_iterations=int(s.n_iter), tol=float(s.tol),
             stop_rule=s.stop_rule, rho_path=convex.path,
             reconstruction=_report_dict(rep), branches_kept=int(net.config.branches),
