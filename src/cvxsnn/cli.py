@@ -133,6 +133,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from cvxsnn.plots import plot_file
+
+    out = plot_file(args.kind, args.model, args.out, data=args.data, task=args.task,
+                    steps=args.steps, n=args.n, sample=args.sample, seed=args.seed)
+    json.dump(out, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from cvxsnn.pipeline import predict_file
 
@@ -153,6 +163,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from cvxsnn.experiments.runner import reproduce
+
+    summary = reproduce(
+        args.table, preset=args.preset, seeds=args.seeds, executor=args.executor,
+        workers=args.workers, scheduler=args.scheduler, results=args.results,
+        data_dir=args.data_dir, device=args.device, progress=not args.quiet,
+    )
+    json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cvxsnn.experiments.report import report
+
+    rep = report(args.table, preset=args.preset, results=args.results, out=args.out)
+    sys.stdout.write(rep.markdown)
+    for path in (rep.table_path, rep.plot):
+        if path:
+            print(f"[cvxsnn] wrote {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cvxsnn",
@@ -162,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one network (sg, sg-sg, cvx, sg-cvx); prints a record")
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("plot", help="draw a spike raster, firing rates or a rho path (PNG)")
+    p.add_argument("kind", choices=("raster", "rates", "path"))
+    p.add_argument("--model", required=True, help="model file written by train --save-model")
+    p.add_argument("--data", default=None, help="FILE.npz with X (n, T, d) [and y]")
+    p.add_argument("--task", default="xor", help="task to generate when --data is not given")
+    p.add_argument("--steps", "-T", type=_positive_int("--steps"), default=None)
+    p.add_argument("--n", type=_positive_int("--n"), default=200, help="generated samples")
+    p.add_argument("--sample", type=_nonneg_int("--sample"), default=0, help="raster sample")
+    p.add_argument("--seed", type=_nonneg_int("--seed"), default=0)
+    p.add_argument("--out", required=True, help="output FILE.png")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("predict", help="run a saved model on FILE.npz")
     p.add_argument("--model", required=True, help="model file written by train --save-model")
@@ -176,6 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 2,16,32,64")
     p.add_argument("--seeds", type=_positive_int("--seeds"), default=1)
     p.set_defaults(func=_cmd_sweep)
+
+    table_help = "experiment: table1..table6, table4a/4b, table5a/5b, figure1..3, or a .toml file"
+    p = sub.add_parser("reproduce", help="run a table or figure of the paper (resumable)")
+    p.add_argument("table", help=table_help)
+    p.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
+    p.add_argument("--seeds", type=_positive_int("--seeds"), default=None,
+                   help="seeds per (setting, method); default per preset")
+    p.add_argument("--executor", choices=("local", "dask"), default="local")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    p.add_argument("--workers", type=_positive_int("--workers"), default=1,
+                   help="parallel processes (local) or LocalCluster workers (dask)")
+    p.add_argument("--results", default=None,
+                   help="results file (JSON lines); default results/TABLE-PRESET.jsonl")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    p.add_argument("--device", default=None, help="torch device of every run (default cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="table (and plot) of a table's results; never retrains")
+    p.add_argument("table", help=table_help)
+    p.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
+    p.add_argument("--results", default=None,
+                   help="results file; default results/TABLE-PRESET.jsonl")
+    p.add_argument("--out", default=None, help="write TABLE-PRESET.md and .png in this folder")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -1,0 +1,571 @@
+"""Run an experiment's (setting x method x seed) cells into a resumable results file.
+
+The results file is JSON lines. The first line is a header holding the hash
+of the experiment config and preset (:meth:`Experiment.config_hash`); every
+further line is one finished cell::
+
+    {"kind": "cell", "cell_id": ..., "label": ..., "method": ..., "seed": ...,
+     "record": {...}, "host": {...}, "finished_at": ...}
+
+A cell is identified by the hash of its TrainConfig (without ``data_dir``,
+which says where the data lives, not what is run). Each finished cell is
+appended as one line, then flushed and fsynced, by the parent process only,
+so an interrupted sweep keeps every finished cell; rerunning the same command
+runs only the cells not in the file. A truncated last line (a kill during a
+write) is dropped on resume. A file written under another config hash is
+refused, never mixed in.
+
+Cells pin their thread count (``TrainConfig.threads``, 1 unless the config
+says otherwise), so a record does not depend on the executor that ran it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, get_args
+
+from cvxsnn.experiments.config import Experiment, load_experiment
+from cvxsnn.network import config_hash
+from cvxsnn.pipeline import TrainConfig
+
+__all__ = [
+    "EXECUTORS",
+    "Cell",
+    "CellError",
+    "ReproduceSummary",
+    "ResultsFile",
+    "cell_id",
+    "comparable",
+    "default_results_path",
+    "expand_cells",
+    "read_results",
+    "reproduce",
+    "run_cell",
+]
+
+ExecutorName = Literal["local", "dask"]
+EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
+RESULTS_FORMAT = "cvxsnn-results"
+RESULTS_VERSION = 1
+#: Record keys that hold timings or describe the host, not the result.
+HOST_KEYS = frozenset({"time_s", "memory", "environment", "model_path"})
+
+
+class CellError(RuntimeError):
+    """A cell of a sweep failed; finished cells are kept in the results file."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep: a setting, a method and a seed."""
+
+    label: str
+    method: str
+    seed: int
+    config: TrainConfig
+    cell_id: str
+
+
+def cell_id(config: TrainConfig) -> str:
+    """Hash identifying a run: its TrainConfig without ``data_dir``."""
+    d = config.to_dict()
+    d.pop("data_dir")
+    return config_hash(d)
+
+
+def expand_cells(
+    experiment: Experiment,
+    preset: str,
+    seeds: int | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> list[Cell]:
+    """The (setting x method x seed) cells of ``experiment`` under ``preset``.
+
+    Parameters
+    ----------
+    seeds : int, optional
+        Seeds 0 .. seeds-1; the preset's count when omitted.
+    data_dir : str, optional
+        Folder of the MNIST files, set on every cell (not part of its identity).
+    device : str, optional
+        Torch device of every cell (part of its identity).
+
+    Returns
+    -------
+    list of Cell
+        In setting, method, seed order; a TrainConfig reached twice runs once.
+    """
+    n_seeds = experiment.preset(preset).seeds if seeds is None else int(seeds)
+    if n_seeds < 1:
+        raise ValueError(f"seeds must be >= 1; got {n_seeds}")
+    cells, seen = [], set()
+    for setting in experiment.settings(preset):
+        for method in experiment.methods:
+            for seed in range(n_seeds):
+                changes: dict[str, Any] = {"method": method, "seed": seed}
+                if setting.config.threads is None:
+                    changes["threads"] = 1
+                if data_dir is not None:
+                    changes["data_dir"] = str(data_dir)
+                if device is not None:
+                    changes["device"] = device
+                cfg = dataclasses.replace(setting.config, **changes)
+                cid = cell_id(cfg)
+                if cid not in seen:
+                    seen.add(cid)
+                    cells.append(Cell(setting.label, method, seed, cfg, cid))
+    return cells
+
+
+def default_results_path(name: str, preset: str) -> Path:
+    """``results/<name>-<preset>.jsonl`` under the current directory."""
+    return Path("results") / f"{name}-{preset}.jsonl"
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its timings and host fields (``time_s`` anywhere, memory, ...).
+
+    Two runs of the same cell give equal ``comparable`` records.
+    """
+
+    def strip(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "time_s"}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    out = {k: v for k, v in record.items() if k not in HOST_KEYS}
+    out = strip(out)
+    if isinstance(out.get("config"), dict):
+        out["config"] = {k: v for k, v in out["config"].items() if k != "data_dir"}
+        out.pop("config_hash", None)  # it hashes data_dir too
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The results file
+# --------------------------------------------------------------------------- #
+def read_results(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]:
+    """Read a results file without changing it.
+
+    Returns
+    -------
+    header : dict or None
+        None when the file is empty or holds no complete header line.
+    entries : list of dict
+        The finished cells, in file order.
+    good_bytes : int
+        Length of the complete, valid prefix; a longer file ends in a
+        truncated line, which is ignored.
+
+    Raises
+    ------
+    ValueError
+        A line other than the last is not valid JSON, or the header is not a
+        cvxsnn results header.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    header, entries, good = None, [], 0
+    pos = 0
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines):
+        complete = i < len(lines) - 1  # the last piece has no newline after it
+        end = pos + len(raw) + (1 if complete else 0)
+        if not raw.strip():
+            pos = end
+            if complete:
+                good = end
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            if complete and any(x.strip() for x in lines[i + 1 :]):
+                raise ValueError(
+                    f"results file {path}: line {i + 1} is not valid JSON (the file is damaged; "
+                    "only a truncated last line is repaired)"
+                ) from None
+            break
+        if not complete:
+            break  # a last line without its newline may be cut short: ignore it
+        if header is None:
+            if not (
+                isinstance(obj, dict)
+                and obj.get("kind") == "header"
+                and obj.get("format") == RESULTS_FORMAT
+            ):
+                raise ValueError(
+                    f"results file {path}: first line is not a {RESULTS_FORMAT} header"
+                )
+            header = obj
+        elif isinstance(obj, dict) and obj.get("kind") == "cell":
+            entries.append(obj)
+        else:
+            raise ValueError(f"results file {path}: line {i + 1} is not a cell entry")
+        pos = end
+        good = end
+    return header, entries, good
+
+
+def _header(experiment: Experiment, preset: str) -> dict[str, Any]:
+    return {
+        "kind": "header",
+        "format": RESULTS_FORMAT,
+        "format_version": RESULTS_VERSION,
+        "experiment": experiment.name,
+        "preset": preset,
+        "config_hash": experiment.config_hash(preset),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def check_header(header: dict[str, Any], path: Path, experiment: Experiment, preset: str) -> None:
+    """Refuse a results file written under another experiment config or preset."""
+    want = experiment.config_hash(preset)
+    have = header.get("config_hash")
+    if have != want:
+        raise ValueError(
+            f"results file {path} was written under config hash {have} "
+            f"({header.get('experiment')} --preset {header.get('preset')}), but "
+            f"{experiment.name} --preset {preset} now has config hash {want}; refusing to mix "
+            "them: pass another --results file or move this one away"
+        )
+
+
+class ResultsFile:
+    """An open results file: finished cells by id, and an appender.
+
+    Opening creates the file with its header, or checks the header of an
+    existing one and cuts a truncated last line. Use as a context manager;
+    the file is locked against a second writer while open.
+    """
+
+    def __init__(self, path: str | Path, experiment: Experiment, preset: str) -> None:
+        self.path = Path(path)
+        self.experiment = experiment
+        self.preset = preset
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.repaired_bytes = 0
+        self._fh: IO[str] | None = None
+
+    def __enter__(self) -> ResultsFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock(fh, self.path)
+            header, entries, good = read_results(self.path)
+            size = self.path.stat().st_size
+            if header is None:
+                fh.truncate(0)
+                self._fh = fh
+                self._append(_header(self.experiment, self.preset))
+            else:
+                check_header(header, self.path, self.experiment, self.preset)
+                if good < size:
+                    self.repaired_bytes = size - good
+                    fh.truncate(good)
+                    os.fsync(fh.fileno())
+                    print(
+                        f"[cvxsnn] {self.path}: dropped a truncated last line "
+                        f"({self.repaired_bytes} bytes)",
+                        file=sys.stderr,
+                    )
+                self._fh = fh
+            for e in entries:
+                self.entries.setdefault(e["cell_id"], e)
+        except BaseException:
+            fh.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _append(self, obj: dict[str, Any]) -> None:
+        assert self._fh is not None, "ResultsFile must be opened with 'with'"
+        line = json.dumps(obj, sort_keys=True, default=str)
+        self._fh.seek(0, os.SEEK_END)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def add(self, cell: Cell, record: dict[str, Any], host: dict[str, Any]) -> None:
+        """Append one finished cell (one line, flushed and fsynced)."""
+        entry = {
+            "kind": "cell",
+            "cell_id": cell.cell_id,
+            "label": cell.label,
+            "method": cell.method,
+            "seed": cell.seed,
+            "record": record,
+            "host": host,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self._append(entry)
+        self.entries[cell.cell_id] = entry
+
+
+def _lock(fh: IO[str], path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (not POSIX)
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ValueError(f"results file {path} is being written by another process") from None
+
+
+# --------------------------------------------------------------------------- #
+# Running cells
+# --------------------------------------------------------------------------- #
+def run_cell(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one cell (in whatever process or worker calls it).
+
+    Parameters
+    ----------
+    config : dict
+        ``TrainConfig.to_dict()`` of the cell.
+
+    Returns
+    -------
+    record : dict
+        The run's JSON-ready record (:func:`cvxsnn.pipeline.train`).
+    host : dict
+        Host name, process id and wall seconds of the cell.
+    """
+    from cvxsnn.pipeline import train
+
+    t0 = time.perf_counter()
+    record = train(TrainConfig(**config), progress=False).record
+    host = {
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    return record, host
+
+
+@dataclass(frozen=True)
+class ReproduceSummary:
+    """What :func:`reproduce` did."""
+
+    experiment: str
+    preset: str
+    results: str
+    config_hash: str
+    n_cells: int
+    n_already_done: int
+    n_run: int
+    seconds: float
+
+
+class _Stop:
+    """Set by the consumer after a failure: start no new cell."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+def _iter_local(cells: list[Cell], workers: int, stop: _Stop) -> Iterator[tuple[Cell, Any]]:
+    """Yield (cell, outcome) as cells finish; an outcome is (record, host) or an exception."""
+    if workers == 1:
+        for cell in cells:
+            if stop.set:
+                return
+            try:
+                yield cell, run_cell(cell.config.to_dict())
+            except Exception as err:
+                yield cell, err
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(run_cell, c.config.to_dict()): c for c in cells}
+        try:
+            for fut in cf.as_completed(futures):
+                if fut.cancelled():
+                    continue
+                err = fut.exception()
+                yield futures[fut], (err if err is not None else fut.result())
+                if stop.set:  # cells not started are dropped; running ones finish
+                    for other in futures:
+                        other.cancel()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def _iter_dask(
+    cells: list[Cell], workers: int, scheduler: str | None, processes: bool, stop: _Stop
+) -> Iterator[tuple[Cell, Any]]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ValueError(
+            "executor 'dask' needs dask.distributed: pip install 'cvxsnn[dask]'"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=processes,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        futures = {}
+        for c in cells:
+            fut = client.submit(run_cell, c.config.to_dict(), pure=False)
+            futures[fut] = c
+        try:
+            for fut in as_completed(list(futures)):
+                cell = futures[fut]
+                if fut.status == "cancelled":
+                    continue
+                yield cell, (fut.exception() if fut.status == "error" else fut.result())
+                if stop.set:
+                    break
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+
+def reproduce(
+    experiment: str | Path | Experiment,
+    preset: str = "quick",
+    seeds: int | None = None,
+    executor: ExecutorName = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
+    results: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    dask_processes: bool = True,
+) -> ReproduceSummary:
+    """Run every cell of an experiment not yet in its results file.
+
+    Parameters
+    ----------
+    experiment : str, Path or Experiment
+        A shipped config's name (``"table2"``), a TOML path, or a loaded one.
+    preset : {"quick", "standard", "paper"}
+    seeds : int, optional
+        Seeds 0 .. seeds-1 per (setting, method); the preset's count by default.
+    executor : {"local", "dask"}
+        ``local``: in this process (``workers=1``) or a pool of ``workers``
+        processes. ``dask``: a ``distributed.LocalCluster`` of ``workers``
+        single-threaded workers, or the scheduler at ``scheduler``.
+    results : str or Path, optional
+        The JSON-lines results file; ``results/<name>-<preset>.jsonl`` by default.
+    data_dir, device : str, optional
+        Set on every cell (see :func:`expand_cells`).
+    progress : bool
+        A progress bar with ETA on stderr.
+    dask_processes : bool
+        LocalCluster workers as processes (True) or threads of this process.
+
+    Returns
+    -------
+    ReproduceSummary
+
+    Raises
+    ------
+    CellError
+        A cell raised. No new cell is started after that; cells already
+        running finish and are saved; rerunning resumes.
+    ValueError
+        Bad arguments, or a results file of another config.
+    """
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    exp.preset(preset)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}; got {executor!r}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}")
+    if scheduler and executor != "dask":
+        raise ValueError(f"scheduler needs executor 'dask'; got executor {executor!r}")
+    cells = expand_cells(exp, preset, seeds, data_dir=data_dir, device=device)
+    path = Path(results) if results is not None else default_results_path(exp.name, preset)
+    t0 = time.perf_counter()
+    with ResultsFile(path, exp, preset) as store:
+        todo = [c for c in cells if c.cell_id not in store.entries]
+        done_before = len(cells) - len(todo)
+        if progress:
+            print(
+                f"[cvxsnn] {exp.name} --preset {preset}: {len(cells)} cells, {done_before} already "
+                f"in {path}, {len(todo)} to run",
+                file=sys.stderr,
+                flush=True,
+            )
+        n_run = 0
+        failure: tuple[Cell, BaseException] | None = None
+        if todo:
+            from tqdm.auto import tqdm
+
+            stop = _Stop()
+            if executor == "local":
+                stream = _iter_local(todo, int(workers), stop)
+            else:
+                stream = _iter_dask(todo, int(workers), scheduler, dask_processes, stop)
+            bar = tqdm(
+                total=len(cells),
+                initial=done_before,
+                desc=exp.name,
+                unit="cell",
+                file=sys.stderr,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            try:
+                for cell, outcome in stream:
+                    if isinstance(outcome, BaseException):
+                        failure = failure or (cell, outcome)
+                        stop.set = True
+                        continue
+                    record, host = outcome
+                    store.add(cell, record, host)
+                    n_run += 1
+                    bar.set_postfix_str(
+                        f"{cell.label} {cell.method} seed {cell.seed}", refresh=False
+                    )
+                    bar.update(1)
+            finally:
+                bar.close()
+                stream.close()
+        if failure is not None:
+            cell, err = failure
+            raise CellError(
+                f"cell {cell.label!r} / {cell.method} / seed {cell.seed} (id {cell.cell_id}) "
+                f"failed: {type(err).__name__}: {err}; {n_run + done_before} finished cells are "
+                f"saved in {path}; rerun the same command to resume"
+            ) from err
+    return ReproduceSummary(
+        exp.name,
+        preset,
+        str(path),
+        exp.config_hash(preset),
+        len(cells),
+        done_before,
+        n_run,
+        round(time.perf_counter() - t0, 3),
+    )

@@ -1,0 +1,225 @@
+"""Resumable sweeps: results file, interruption and resume, executors, refusal of other configs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cvxsnn.cli import main
+from cvxsnn.experiments import comparable, load_experiment, read_results, report, reproduce
+from cvxsnn.experiments import runner as runner_mod
+from cvxsnn.experiments.runner import CellError
+
+TINY = """# cvxsnn reproduce {path} --preset quick
+title = "tiny sweep"
+methods = ["sg", "cvx"]
+metrics = ["acc"]
+
+[base]
+task = "xor"
+steps = 6
+n_train = {n_train}
+n_val = 24
+n_test = 48
+branches = 2
+width = 6
+epochs = 1
+n_rhos = 2
+
+[[grid]]
+label = "L=2"
+depth = 2
+
+[[grid]]
+label = "L=3"
+depth = 3
+
+[plot]
+x = "depth"
+
+[presets.quick]
+seeds = 2
+[presets.standard]
+seeds = 3
+[presets.paper]
+seeds = 5
+"""
+
+
+def _tiny(tmp_path: Path, n_train: int = 48, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY.format(path=path, n_train=n_train))
+    return path
+
+
+def _records(path: Path) -> dict[str, dict]:
+    header, entries, _ = read_results(path)
+    assert header is not None
+    ids = [e["cell_id"] for e in entries]
+    assert len(ids) == len(set(ids)), "a cell was written twice"
+    return {e["cell_id"]: comparable(e["record"]) for e in entries}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """An uninterrupted sequential run of the tiny sweep (8 cells)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = _tiny(tmp)
+    out = tmp / "ref.jsonl"
+    summary = reproduce(cfg, results=out, progress=False)
+    assert (summary.n_cells, summary.n_run, summary.n_already_done) == (8, 8, 0)
+    return cfg, _records(out)
+
+
+def test_rerun_runs_nothing_and_header_holds_the_hash(reference, tmp_path):
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    reproduce(cfg, results=out, progress=False)
+    first = out.read_bytes()
+    again = reproduce(cfg, results=out, progress=False)
+    assert (again.n_run, again.n_already_done) == (0, 8)
+    assert out.read_bytes() == first
+    header = json.loads(first.splitlines()[0])
+    assert header["config_hash"] == load_experiment(cfg).config_hash("quick")
+    # same seed + same config -> identical records apart from timings and host fields
+    assert _records(out) == ref
+
+
+def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp_path, monkeypatch):
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    real = runner_mod.run_cell
+    calls = {"n": 0}
+
+    def flaky(config):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("injected failure")
+        return real(config)
+
+    monkeypatch.setattr(runner_mod, "run_cell", flaky)
+    with pytest.raises(CellError, match="injected failure") as err:
+        reproduce(cfg, results=out, progress=False)
+    assert "3 finished cells are saved" in str(err.value)
+    assert len(_records(out)) == 3
+    monkeypatch.setattr(runner_mod, "run_cell", real)
+    resumed = reproduce(cfg, results=out, progress=False)
+    assert (resumed.n_already_done, resumed.n_run) == (3, 5)
+    assert _records(out) == ref
+
+
+def test_truncated_last_line_is_dropped_on_resume(reference, tmp_path):
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    reproduce(cfg, results=out, progress=False, seeds=1)  # 4 of the 8 cells
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 5
+    # a kill during the write of the last cell: half a line, no newline
+    out.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    _, entries, good = read_results(out)
+    assert len(entries) == 3 and good < out.stat().st_size
+    resumed = reproduce(cfg, results=out, progress=False)
+    assert (resumed.n_already_done, resumed.n_run) == (3, 5)
+    assert _records(out) == ref
+    # a damaged line in the middle is an error, not silently skipped
+    text = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join([text[0], b"{oops\n", *text[1:]]))
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        read_results(out)
+
+
+def test_results_of_another_config_are_refused(reference, tmp_path, capsys):
+    cfg, _ = reference
+    out = tmp_path / "r.jsonl"
+    reproduce(cfg, results=out, progress=False, seeds=1)
+    (tmp_path / "other").mkdir()
+    other = _tiny(tmp_path / "other", n_train=40)  # same name, another setting
+    old = load_experiment(cfg).config_hash("quick")
+    new = load_experiment(other).config_hash("quick")
+    assert old != new
+    before = out.read_bytes()
+    with pytest.raises(ValueError) as err:
+        reproduce(other, results=out, progress=False)
+    msg = str(err.value)
+    assert f"results file {out} was written under config hash {old}" in msg
+    assert f"now has config hash {new}; refusing to mix them" in msg
+    assert out.read_bytes() == before  # nothing mixed in
+    with pytest.raises(ValueError, match="refusing to mix"):
+        report(other, results=out)
+    # the CLI gives the same message and exit status 2; so does another preset
+    assert main(["reproduce", str(cfg), "--preset", "standard", "--results", str(out), "-q"]) == 2
+    assert "refusing to mix them" in capsys.readouterr().err
+
+
+def test_report_from_records_only(reference, tmp_path, capsys):
+    cfg, _ = reference
+    out = tmp_path / "r.jsonl"
+    reproduce(cfg, results=out, progress=False, seeds=1)
+    rep = report(cfg, results=out, out=tmp_path / "rep")
+    assert rep.n_records == 4
+    assert all(r.n == 1 for r in rep.rows)
+    assert "| L=3 | CVX | 1 |" in rep.markdown and "(1 seed)" in rep.markdown
+    assert Path(rep.plot).stat().st_size > 0
+    assert Path(rep.table_path).read_text() == rep.markdown
+    assert main(["report", str(cfg), "--results", str(out)]) == 0
+    assert capsys.readouterr().out == rep.markdown
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_records(reference, tmp_path):
+    """Pinned threads: the executor does not change a record."""
+    cfg, ref = reference
+    pool = tmp_path / "pool.jsonl"
+    reproduce(cfg, results=pool, workers=2, progress=False)
+    assert _records(pool) == ref
+
+
+def test_dask_local_cluster_gives_the_same_records(reference, tmp_path):
+    cfg, ref = reference
+    dask = tmp_path / "dask.jsonl"
+    reproduce(cfg, results=dask, executor="dask", workers=1, progress=False, dask_processes=False)
+    assert _records(dask) == ref
+
+
+@pytest.mark.slow
+def test_killed_cli_sweep_resumes_to_the_same_records(reference, tmp_path):
+    """SIGKILL a CLI sweep after a few cells, rerun it: each cell once, as uninterrupted."""
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    n_cells = 2 * 2 * 6  # settings x methods x seeds: enough cells that the kill lands mid-sweep
+    cmd = [
+        sys.executable,
+        "-m",
+        "cvxsnn.cli",
+        "reproduce",
+        str(cfg),
+        "--seeds",
+        "6",
+        "--results",
+        str(out),
+        "-q",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 1 + 2:  # header + 2 cells
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the sweep ended before it was killed: {proc.stderr.read()!r}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    n_done = len(_records(out))
+    assert 2 <= n_done < n_cells
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["n_already_done"] == n_done and summary["n_run"] == n_cells - n_done
+    resumed = _records(out)  # asserts that no cell was written twice
+    assert len(resumed) == n_cells
+    assert {k: resumed[k] for k in ref} == ref  # seeds 0, 1 as in the uninterrupted run
