@@ -1,0 +1,51 @@
+"""Activity and SynOps on a hand-sized network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cvxsnn.energy import activity, activity_record
+from cvxsnn.network import NetConfig, ParallelLIFNet
+
+
+def test_synops_hand_computed():
+    # one branch, d = 1, widths (2, 2), C = 1, beta = 0, thresholds 0.5
+    cfg = NetConfig(d_in=1, widths=(2, 2), branches=1, beta=0.0, bias_channel=False)
+    net = ParallelLIFNet(cfg, dtype=torch.float64)
+    with torch.no_grad():
+        net.w_in.copy_(torch.tensor([[[1.0, 0.0]]]))  # neuron 0 copies x, neuron 1 silent
+        net.w_hidden[0].copy_(torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))  # n0 -> n0 only
+        for th in net.thetas:
+            th.fill_(0.5)
+        net.w_out.copy_(torch.tensor([[[2.0], [0.0]]]))
+    # beta = 0: U_t = I_t - 0.5 S_{t-1}. x = 1,1,0: layer-1 n0 U = 1, 0.5, -0.5 -> spikes 1,0,0
+    x = torch.tensor([[[1.0]], [[1.0]], [[0.0]]], dtype=torch.float64)  # (T=3, B=1, d=1)
+    a = activity(net, x)
+    assert a["spikes"] == [1.0, 1.0]  # layer 2 n0 follows layer 1 n0
+    # dense fan-out: layer-1 neurons reach 2 neurons, layer-2 neurons 1 readout column
+    assert a["synops_dense"] == pytest.approx(1 * 2 + 1 * 1)
+    # nonzero fan-out: layer-1 n0 has one nonzero outgoing weight, layer-2 n0 one
+    assert a["synops_nonzero"] == pytest.approx(1 * 1 + 1 * 1)
+    assert a["rate"] == [pytest.approx(1 / 6), pytest.approx(1 / 6)]
+    rec = activity_record(net, x)
+    assert rec["test_synops_dense_per_sample"] == pytest.approx(3.0)
+
+
+def test_synops_equal_recount_on_random_net():
+    cfg = NetConfig(d_in=3, widths=(6, 5), branches=2, out_layout=(2,), head_classes=(2,))
+    net = ParallelLIFNet(cfg, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.w_in.mul_(4)
+        net.w_hidden[0][0, :, 2] = 0.0
+    x = torch.rand(7, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a = activity(net, x)
+    with torch.no_grad():
+        s1, s2 = net.run_hidden(x).spikes
+    dense = float(s1.sum() * 5 + s2.sum() * 2)
+    nz1 = (net.w_hidden[0].detach() != 0).sum(-1)  # (K, 6)
+    nz2 = (net.w_out.detach() != 0).sum(-1)
+    nonzero = float((s1.sum((0, 1)) * nz1).sum() + (s2.sum((0, 1)) * nz2).sum())
+    assert a["synops_dense"] == pytest.approx(dense)
+    assert a["synops_nonzero"] == pytest.approx(nonzero)
+    assert a["synops_nonzero"] < a["synops_dense"]
