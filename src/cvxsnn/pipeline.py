@@ -460,7 +460,14 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
         )
     with timer("evaluation"):
         metrics = {split: evaluate(net, task, split) for split in ("train", "val", "test")}
+        from cvxsnn.energy import activity
+
+        # energy proxies of the returned network on the test inputs (one no-grad pass)
+        act = activity(net, task.test.x, task.test.steps)
     record["metrics"] = metrics
+    record["activity"] = {k: act[k] for k in (
+        "rate", "neurons", "spikes_per_sample", "synops_dense_per_sample",
+        "synops_nonzero_per_sample")}
     record["test_acc"] = _headline(metrics["test"])
     record["time_s"] = {**{k: round(v, 4) for k, v in timer.seconds.items()},
                         "total": round(time.perf_counter() - t0, 4)}
