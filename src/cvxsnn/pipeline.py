@@ -51,6 +51,8 @@ PENALTIES: tuple[str, ...] = get_args(PenaltyName)
 WITNESS_SCHEMES: tuple[str, ...] = get_args(WitnessScheme)
 DEFAULT_STEPS = {"xor": 6, "addition": 6, "mnist-seq": 28, "custom": None}
 RECORD_VERSION = 1
+#: rho_max at or below this is rounding noise (W = 0 is optimal for every rho).
+RHO_MAX_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,12 @@ def fit_convex(
         else:
             top = rho_max(dic.atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads,
                           head_weights=hw)
-            rhos = top * np.geomspace(1.0, config.rho_min_ratio, config.n_rhos + 1)[1:]
+            if top <= RHO_MAX_FLOOR:
+                # rho_max is rounding noise: no atom correlates with the residual of the
+                # intercept-only fit, so W = 0 is optimal for every rho; certify it once.
+                rhos = np.array([RHO_MAX_FLOOR])
+            else:
+                rhos = top * np.geomspace(1.0, config.rho_min_ratio, config.n_rhos + 1)[1:]
             best, best_acc, W0, b0, since_best = None, -1.0, None, None, 0
             for rho in rhos:
                 res = solve(dic.atoms, Y, float(rho), W0=W0, b0=b0, **kw)
