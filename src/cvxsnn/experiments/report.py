@@ -10,6 +10,8 @@ to cells by their TrainConfig, so any number of seeds in the file is used.
 
 from __future__ import annotations
 
+import warnings
+
 import dataclasses
 import math
 import statistics
@@ -242,7 +244,13 @@ def plot_sweep(
     spec = experiment.plot
     if spec is None:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn(
+            "no plot written: plots need matplotlib (pip install cvxsnn[plot])", stacklevel=2
+        )
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
