@@ -10,11 +10,10 @@ to cells by their TrainConfig, so any number of seeds in the file is used.
 
 from __future__ import annotations
 
-import warnings
-
 import dataclasses
 import math
 import statistics
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
