@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from cvxsnn.cli import main
@@ -52,6 +50,7 @@ def test_missing_mnist_dir_is_clear(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "cvxsnn.cli", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cvxsnn.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "train" in out.stdout

@@ -18,8 +18,14 @@ from cvxsnn.network import (
 
 
 def _net(K, widths, d=3, C=2, seed=0, bias=True, gain=2.0):
-    cfg = NetConfig(d_in=d, widths=tuple(widths), branches=K, out_layout=(C,), head_classes=(C,),
-                    bias_channel=bias)
+    cfg = NetConfig(
+        d_in=d,
+        widths=tuple(widths),
+        branches=K,
+        out_layout=(C,),
+        head_classes=(C,),
+        bias_channel=bias,
+    )
     net = ParallelLIFNet(cfg, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     net.reset_parameters(gain=gain, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -34,11 +40,13 @@ def _branch(net: ParallelLIFNet, k: int) -> ParallelLIFNet:
     cfg = NetConfig(**{**net.config.to_dict(), "branches": 1})
     single = ParallelLIFNet(cfg, dtype=net.dtype)
     hp = net.hidden_params()
-    single.set_hidden_params(HiddenParams(
-        hp.w_in[k : k + 1],
-        tuple(w[k : k + 1] for w in hp.w_hidden),
-        tuple(t[k : k + 1] for t in hp.thetas),
-    ))
+    single.set_hidden_params(
+        HiddenParams(
+            hp.w_in[k : k + 1],
+            tuple(w[k : k + 1] for w in hp.w_hidden),
+            tuple(t[k : k + 1] for t in hp.thetas),
+        )
+    )
     with torch.no_grad():
         single.w_out.copy_(net.w_out[k : k + 1])
         single.b_out.zero_()
@@ -121,7 +129,9 @@ def test_decode_outputs():
 
 def test_bad_input_messages():
     net = _net(2, (3,))
-    with pytest.raises(ValueError, match=r"x must have shape \(T, B, d\) with T >= 1 and d = 3; got \(5, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(T, B, d\) with T >= 1 and d = 3; got \(5, 3\)"
+    ):
         net(torch.zeros(5, 3))
     with pytest.raises(ValueError, match="T >= 1"):
         net(torch.zeros(0, 2, 3))

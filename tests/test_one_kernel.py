@@ -84,9 +84,7 @@ def test_changing_the_kernel_changes_every_consumer(monkeypatch):
     params = _witnesses(seed=3)
     x = torch.rand(6, 50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 2
     steps = (5,)
-    raw = ParallelLIFNet(
-        NetConfig(d_in=2, widths=(6, 5), branches=4), dtype=torch.float64
-    )
+    raw = ParallelLIFNet(NetConfig(d_in=2, widths=(6, 5), branches=4), dtype=torch.float64)
     raw.set_hidden_params(params)
     normal = raw.run_hidden(x).spikes[-1]
     shifted = Spy(offset=0.3)

@@ -15,16 +15,46 @@ from cvxsnn.solver import duality_gap
 from cvxsnn.tasks import make_task
 
 RECORD_KEYS = {
-    "method", "task", "L", "T", "K", "m", "n", "seed", "rho", "loss", "penalty", "P_raw", "P",
-    "support_size", "primal", "dual", "gap", "rel_gap", "metrics", "time_s", "memory",
-    "environment", "config_hash",
+    "method",
+    "task",
+    "L",
+    "T",
+    "K",
+    "m",
+    "n",
+    "seed",
+    "rho",
+    "loss",
+    "penalty",
+    "P_raw",
+    "P",
+    "support_size",
+    "primal",
+    "dual",
+    "gap",
+    "rel_gap",
+    "metrics",
+    "time_s",
+    "memory",
+    "environment",
+    "config_hash",
 }
 
 
 def test_cvx_xor_l3_t6_certified_and_accurate():
     """The paper's Table 2 setting: CVX on FIRST-LAST-XOR, L = 3, T = 6 (paper: 1.000)."""
-    cfg = TrainConfig(task="xor", method="cvx", depth=3, steps=6, branches=16, width=32,
-                      n_train=1000, n_val=300, n_test=1000, seed=0)
+    cfg = TrainConfig(
+        task="xor",
+        method="cvx",
+        depth=3,
+        steps=6,
+        branches=16,
+        width=32,
+        n_train=1000,
+        n_val=300,
+        n_test=1000,
+        seed=0,
+    )
     res = train(cfg, progress=False)
     rec = res.record
     assert RECORD_KEYS <= set(rec)
@@ -36,7 +66,7 @@ def test_cvx_xor_l3_t6_certified_and_accurate():
         assert rec["time_s"][stage] >= 0
     # the recorded gap is the certificate of the returned network, recomputed independently
     fit = res.convex
-    Y, _, hw = encode_targets(res.task.train, "squared", (1.0,))
+    Y, _, _ = encode_targets(res.task.train, "squared", (1.0,))
     cert = duality_gap(fit.dictionary.atoms, Y, fit.coef, fit.intercept, fit.rho)
     assert cert.gap == pytest.approx(rec["gap"], abs=1e-12)
     # the network's readout on the training data is D W + b
@@ -46,8 +76,9 @@ def test_cvx_xor_l3_t6_certified_and_accurate():
 
 
 def test_saved_model_loads_and_predicts_the_same(tmp_path):
-    cfg = TrainConfig(task="xor", method="cvx", branches=4, width=8, n_train=300, n_val=100,
-                      n_test=200, n_rhos=4)
+    cfg = TrainConfig(
+        task="xor", method="cvx", branches=4, width=8, n_train=300, n_val=100, n_test=200, n_rhos=4
+    )
     res = train(cfg, progress=False, save_model=str(tmp_path / "m.pt"))
     net, extra = load_model(tmp_path / "m.pt")
     x = res.task.test.x.to(torch.float64)
@@ -56,8 +87,19 @@ def test_saved_model_loads_and_predicts_the_same(tmp_path):
 
 
 def test_cvx_addition_multi_head_and_ood_metrics():
-    cfg = TrainConfig(task="addition", base=2, method="cvx", steps=6, branches=8, width=16,
-                      n_train=400, n_val=200, n_test=200, n_rhos=5, seed=1)
+    cfg = TrainConfig(
+        task="addition",
+        base=2,
+        method="cvx",
+        steps=6,
+        branches=8,
+        width=16,
+        n_train=400,
+        n_val=200,
+        n_test=200,
+        n_rhos=5,
+        seed=1,
+    )
     rec = train(cfg, progress=False).record
     test = rec["metrics"]["test"]
     for key in ("sum_digit_acc", "joint_token_acc", "sequential_acc", "joint_token_chance"):
@@ -68,8 +110,18 @@ def test_cvx_addition_multi_head_and_ood_metrics():
 
 
 def test_cvx_mnist_seq_small(mnist_dir):
-    cfg = TrainConfig(task="mnist-seq", method="cvx", steps=14, branches=8, width=32,
-                      n_train=1000, n_val=300, n_test=500, data_dir=str(mnist_dir), n_rhos=4)
+    cfg = TrainConfig(
+        task="mnist-seq",
+        method="cvx",
+        steps=14,
+        branches=8,
+        width=32,
+        n_train=1000,
+        n_val=300,
+        n_test=500,
+        data_dir=str(mnist_dir),
+        n_rhos=4,
+    )
     rec = train(cfg, progress=False).record
     assert rec["test_acc"] > 0.3  # ten classes, chance 0.1
     assert rec["rel_gap"] <= 1e-6
@@ -78,8 +130,18 @@ def test_cvx_mnist_seq_small(mnist_dir):
 @pytest.mark.parametrize("penalty", ["l1", "group_l2"])
 @pytest.mark.parametrize("loss", ["squared", "softmax"])
 def test_losses_and_penalties_through_the_pipeline(loss, penalty):
-    cfg = TrainConfig(task="xor", method="cvx", branches=4, width=8, n_train=300, n_val=100,
-                      n_test=100, n_rhos=3, loss=loss, penalty=penalty)
+    cfg = TrainConfig(
+        task="xor",
+        method="cvx",
+        branches=4,
+        width=8,
+        n_train=300,
+        n_val=100,
+        n_test=100,
+        n_rhos=3,
+        loss=loss,
+        penalty=penalty,
+    )
     rec = train(cfg, progress=False).record
     assert rec["rel_gap"] <= 1e-6
     assert rec["reconstruction"]["max_abs_error"] <= 1e-9
@@ -93,8 +155,9 @@ def test_fixed_rho_and_beta_reg():
 
 
 def test_sg_cvx_and_sg_sg_run(tmp_path):
-    base = dict(task="xor", steps=6, branches=4, width=8, n_train=300, n_val=100, n_test=100,
-                epochs=3)
+    base = dict(
+        task="xor", steps=6, branches=4, width=8, n_train=300, n_val=100, n_test=100, epochs=3
+    )
     sg = train(TrainConfig(**base, method="sg"), progress=False, save_model=str(tmp_path / "sg.pt"))
     assert sg.record["penalty"] is None
     rec = train(TrainConfig(**base, method="sg-cvx", n_rhos=3), progress=False).record
@@ -108,9 +171,28 @@ def test_cli_train_custom_and_predict(tmp_path, capsys):
     X = task.train.x.permute(1, 0, 2).numpy()
     y = task.train.targets[0, :, 0].numpy()
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    code = main(["train", "--task", "custom", "--data", str(tmp_path / "d.npz"), "--method", "cvx",
-                 "-K", "4", "-m", "8", "--n-rhos", "3", "-q", "--save-model", str(tmp_path / "m.pt"),
-                 "-o", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "train",
+            "--task",
+            "custom",
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--method",
+            "cvx",
+            "-K",
+            "4",
+            "-m",
+            "8",
+            "--n-rhos",
+            "3",
+            "-q",
+            "--save-model",
+            str(tmp_path / "m.pt"),
+            "-o",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec == json.loads((tmp_path / "r.json").read_text())

@@ -65,44 +65,82 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("task")
     g.add_argument("--task", choices=TASKS, default=d.task, help="task (default: %(default)s)")
-    g.add_argument("--steps", "-T", type=_positive_int("--steps"), default=None,
-                   help="time steps T (addition: T = digits + 1); default per task")
+    g.add_argument(
+        "--steps",
+        "-T",
+        type=_positive_int("--steps"),
+        default=None,
+        help="time steps T (addition: T = digits + 1); default per task",
+    )
     g.add_argument("--n-train", type=_positive_int("--n-train"), default=d.n_train)
     g.add_argument("--n-val", type=_positive_int("--n-val"), default=d.n_val)
     g.add_argument("--n-test", type=_positive_int("--n-test"), default=d.n_test)
     g.add_argument("--base", type=int, choices=(2, 3, 5), default=d.base, help="addition base")
-    g.add_argument("--lambda-carry", type=_positive_float("--lambda-carry"), default=d.lambda_carry,
-                   help="weight of the carry head's loss (addition)")
-    g.add_argument("--data-dir", default=d.data_dir,
-                   help="folder with the MNIST IDX files (mnist-seq); env CVXSNN_DATA_DIR")
+    g.add_argument(
+        "--lambda-carry",
+        type=_positive_float("--lambda-carry"),
+        default=d.lambda_carry,
+        help="weight of the carry head's loss (addition)",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=d.data_dir,
+        help="folder with the MNIST IDX files (mnist-seq); env CVXSNN_DATA_DIR",
+    )
     g.add_argument("--data", default=d.data, help="FILE.npz with X (n, T, d) and y (custom task)")
     g = p.add_argument_group("network")
     g.add_argument("--method", choices=METHODS, default=d.method, help="(default: %(default)s)")
-    g.add_argument("--depth", "-L", type=_positive_int("--depth"), default=d.depth,
-                   help="L: hidden LIF layers + readout (>= 2)")
+    g.add_argument(
+        "--depth",
+        "-L",
+        type=_positive_int("--depth"),
+        default=d.depth,
+        help="L: hidden LIF layers + readout (>= 2)",
+    )
     g.add_argument("--branches", "-K", type=_positive_int("--branches"), default=d.branches)
     g.add_argument("--width", "-m", type=_positive_int("--width"), default=d.width)
     g.add_argument("--beta", type=float, default=d.beta, help="LIF leak (fixed)")
     g = p.add_argument_group("convex path")
     g.add_argument("--loss", choices=LOSSES, default=d.loss)
     g.add_argument("--penalty", choices=PENALTIES, default=d.penalty)
-    g.add_argument("--rho", type=_positive_float("--rho"), default=d.rho,
-                   help="fixed rho; by default a path from rho_max is selected on validation")
-    g.add_argument("--beta-reg", type=_positive_float("--beta-reg"), default=d.beta_reg,
-                   help="fixed beta_reg, rho = beta_reg / sqrt(m)")
+    g.add_argument(
+        "--rho",
+        type=_positive_float("--rho"),
+        default=d.rho,
+        help="fixed rho; by default a path from rho_max is selected on validation",
+    )
+    g.add_argument(
+        "--beta-reg",
+        type=_positive_float("--beta-reg"),
+        default=d.beta_reg,
+        help="fixed beta_reg, rho = beta_reg / sqrt(m)",
+    )
     g.add_argument("--n-rhos", type=_positive_int("--n-rhos"), default=d.n_rhos)
-    g.add_argument("--path-patience", type=_positive_int("--path-patience"), default=d.path_patience,
-                   help="stop the rho path after this many values without a better validation score")
+    g.add_argument(
+        "--path-patience",
+        type=_positive_int("--path-patience"),
+        default=d.path_patience,
+        help="stop the rho path after this many values without a better validation score",
+    )
     g.add_argument("--tol", type=_positive_float("--tol"), default=d.tol)
     g.add_argument("--witnesses", choices=WITNESS_SCHEMES, default=d.witnesses)
     g.add_argument("--sigma", type=_positive_float("--sigma"), default=d.sigma)
-    g.add_argument("--perturb-copies", type=_nonneg_int("--perturb-copies"), default=d.perturb_copies,
-                   help="sg-cvx: extra Gaussian-perturbed copies of the SG witnesses")
-    g.add_argument("--perturb-scale", type=_positive_float("--perturb-scale"), default=d.perturb_scale)
+    g.add_argument(
+        "--perturb-copies",
+        type=_nonneg_int("--perturb-copies"),
+        default=d.perturb_copies,
+        help="sg-cvx: extra Gaussian-perturbed copies of the SG witnesses",
+    )
+    g.add_argument(
+        "--perturb-scale", type=_positive_float("--perturb-scale"), default=d.perturb_scale
+    )
     g = p.add_argument_group("surrogate gradient")
     g.add_argument("--epochs", type=_positive_int("--epochs"), default=d.epochs)
-    g.add_argument("--sg-checkpoint", default=d.sg_checkpoint,
-                   help="SG model to continue (sg-sg) or take witnesses from (sg-cvx)")
+    g.add_argument(
+        "--sg-checkpoint",
+        default=d.sg_checkpoint,
+        help="SG model to continue (sg-sg) or take witnesses from (sg-cvx)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=_nonneg_int("--seed"), default=d.seed)
     g.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
@@ -136,8 +174,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from cvxsnn.plots import plot_file
 
-    out = plot_file(args.kind, args.model, args.out, data=args.data, task=args.task,
-                    steps=args.steps, n=args.n, sample=args.sample, seed=args.seed)
+    out = plot_file(
+        args.kind,
+        args.model,
+        args.out,
+        data=args.data,
+        task=args.task,
+        steps=args.steps,
+        n=args.n,
+        sample=args.sample,
+        seed=args.seed,
+    )
     json.dump(out, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     return 0
@@ -156,8 +203,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from cvxsnn.pipeline import sweep
 
     values = [v.strip() for v in args.values.split(",") if v.strip()]
-    table = sweep(_config_from_args(args), args.param, values, seeds=args.seeds,
-                  progress=not args.quiet, output=args.output)
+    table = sweep(
+        _config_from_args(args),
+        args.param,
+        values,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        output=args.output,
+    )
     json.dump(table, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
     return 0
@@ -167,9 +220,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from cvxsnn.experiments.runner import reproduce
 
     summary = reproduce(
-        args.table, preset=args.preset, seeds=args.seeds, executor=args.executor,
-        workers=args.workers, scheduler=args.scheduler, results=args.results,
-        data_dir=args.data_dir, device=args.device, progress=not args.quiet,
+        args.table,
+        preset=args.preset,
+        seeds=args.seeds,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        results=args.results,
+        data_dir=args.data_dir,
+        device=args.device,
+        progress=not args.quiet,
     )
     json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -227,14 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run a table or figure of the paper (resumable)")
     p.add_argument("table", help=table_help)
     p.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
-    p.add_argument("--seeds", type=_positive_int("--seeds"), default=None,
-                   help="seeds per (setting, method); default per preset")
+    p.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=None,
+        help="seeds per (setting, method); default per preset",
+    )
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--workers", type=_positive_int("--workers"), default=1,
-                   help="parallel processes (local) or LocalCluster workers (dask)")
-    p.add_argument("--results", default=None,
-                   help="results file (JSON lines); default results/TABLE-PRESET.jsonl")
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=1,
+        help="parallel processes (local) or LocalCluster workers (dask)",
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        help="results file (JSON lines); default results/TABLE-PRESET.jsonl",
+    )
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     p.add_argument("--device", default=None, help="torch device of every run (default cpu)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
@@ -243,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="table (and plot) of a table's results; never retrains")
     p.add_argument("table", help=table_help)
     p.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
-    p.add_argument("--results", default=None,
-                   help="results file; default results/TABLE-PRESET.jsonl")
+    p.add_argument(
+        "--results", default=None, help="results file; default results/TABLE-PRESET.jsonl"
+    )
     p.add_argument("--out", default=None, help="write TABLE-PRESET.md and .png in this folder")
     p.set_defaults(func=_cmd_report)
     return parser

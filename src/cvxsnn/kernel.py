@@ -133,9 +133,7 @@ def get_surrogate(name: str | Surrogate, scale: float | None = None) -> Surrogat
         return name
     classes = {v: k for k, v in _SURROGATE_NAMES.items()}
     if name not in classes:
-        raise ValueError(
-            f"surrogate must be one of {sorted(classes)}; got {name!r}"
-        )
+        raise ValueError(f"surrogate must be one of {sorted(classes)}; got {name!r}")
     cls = classes[name]
     return cls() if scale is None else cls(scale)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ class ParallelLIFNet(nn.Module):
         K, widths = config.branches, config.widths
         self.w_in = nn.Parameter(torch.empty(K, config.d_eff, widths[0], **kw))
         self.w_hidden = nn.ParameterList(
-            [nn.Parameter(torch.empty(K, a, b, **kw)) for a, b in zip(widths[:-1], widths[1:])]
+            [nn.Parameter(torch.empty(K, a, b, **kw)) for a, b in itertools.pairwise(widths)]
         )
         self.thetas = nn.ParameterList(
             [nn.Parameter(torch.ones(K, w, **kw), requires_grad=config.learn_theta) for w in widths]
@@ -286,7 +287,7 @@ class ParallelLIFNet(nn.Module):
         x = self._check_input(x)
         T, B, _ = x.shape
         K = self.config.branches
-        cur = (x.reshape(T * B, -1) @ self.w_in.permute(1, 0, 2).reshape(x.shape[-1], -1))
+        cur = x.reshape(T * B, -1) @ self.w_in.permute(1, 0, 2).reshape(x.shape[-1], -1)
         cur = cur.reshape(T, B, K, -1)  # (T, B, K, m_1)
         spikes, membranes = [], [] if return_membrane else None
         for layer in range(len(self.thetas)):
@@ -296,7 +297,11 @@ class ParallelLIFNet(nn.Module):
                 cur = torch.bmm(prev.permute(2, 0, 1, 3).reshape(K, T * B, -1), w)
                 cur = cur.reshape(K, T, B, -1).permute(1, 2, 0, 3)  # (T, B, K, m_l)
             s, v, _ = lif_run(
-                cur, self.thetas[layer], self.config.beta, self.surrogate, return_membrane=return_membrane
+                cur,
+                self.thetas[layer],
+                self.config.beta,
+                self.surrogate,
+                return_membrane=return_membrane,
             )
             spikes.append(s)
             if membranes is not None:

@@ -122,9 +122,13 @@ class TrainConfig:
             ("witnesses", WITNESS_SCHEMES),
         ):
             if getattr(self, name) not in valid:
-                raise ValueError(f"{name} must be one of {list(valid)}; got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {list(valid)}; got {getattr(self, name)!r}"
+                )
         if self.depth < 2:
-            raise ValueError(f"depth (L) must be >= 2 (one hidden LIF layer + readout); got {self.depth}")
+            raise ValueError(
+                f"depth (L) must be >= 2 (one hidden LIF layer + readout); got {self.depth}"
+            )
         for name in ("branches", "width", "n_train", "n_val", "n_test", "n_rhos"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -155,7 +159,9 @@ class TrainConfig:
         try:
             torch.device(self.device)
         except (RuntimeError, ValueError):
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda'; got {self.device!r}") from None
+            raise ValueError(
+                f"device must be a torch device such as 'cpu' or 'cuda'; got {self.device!r}"
+            ) from None
 
     @property
     def T(self) -> int | None:
@@ -210,7 +216,9 @@ def encode_targets(
     for h, classes in enumerate(data.head_classes):
         yh = y[:, h]
         if classes == 2 and loss in ("squared", "logistic"):
-            cols.append((2.0 * yh - 1.0)[:, None] if loss == "squared" else yh[:, None].astype(float))
+            cols.append(
+                (2.0 * yh - 1.0)[:, None] if loss == "squared" else yh[:, None].astype(float)
+            )
             layout.append(1)
         else:
             if loss == "logistic":
@@ -223,7 +231,9 @@ def encode_targets(
     return np.concatenate(cols, axis=1).astype(np.float64), tuple(layout), tuple(head_weights)
 
 
-def _accuracy_from_outputs(out: np.ndarray, data: SequenceDataset, layout: tuple[int, ...]) -> float:
+def _accuracy_from_outputs(
+    out: np.ndarray, data: SequenceDataset, layout: tuple[int, ...]
+) -> float:
     """Share of (step, sample) rows with every head right (teacher-forced)."""
     S, n, H = data.targets.shape
     pred = decode_outputs(torch.from_numpy(out), layout).numpy()
@@ -268,24 +278,36 @@ def fit_convex(
     head_weights = _head_weights(train, config)
     with timer("dictionary"):
         dic = build_dictionary(
-            params, train.x.to(torch.float64), train.steps, beta=config.beta,
-            bias_channel=True, device=device,
+            params,
+            train.x.to(torch.float64),
+            train.steps,
+            beta=config.beta,
+            bias_channel=True,
+            device=device,
         )
         D_val = dic.transform(val.x.to(torch.float64))
-    _log(progress, f"dictionary: {dic.atoms.shape[0]} rows x {dic.atoms.shape[1]} atoms "
-                   f"(from {dic.n_atoms_raw}: {dic.n_zero} all-zero, {dic.n_ones} all-one, "
-                   f"{dic.n_duplicate} duplicate dropped)")
+    _log(
+        progress,
+        f"dictionary: {dic.atoms.shape[0]} rows x {dic.atoms.shape[1]} atoms "
+        f"(from {dic.n_atoms_raw}: {dic.n_zero} all-zero, {dic.n_ones} all-one, "
+        f"{dic.n_duplicate} duplicate dropped)",
+    )
     Y, layout, hw = encode_targets(train, config.loss, head_weights)
     heads = layout
-    kw = dict(loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw, tol=config.tol)
+    kw = dict(
+        loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw, tol=config.tol
+    )
     path: list[dict[str, float]] = []
     with timer("solve"):
         if config.rho is not None or config.beta_reg is not None:
-            rho = config.rho if config.rho is not None else config.beta_reg / math.sqrt(config.width)
+            rho = (
+                config.rho if config.rho is not None else config.beta_reg / math.sqrt(config.width)
+            )
             best = solve(dic.atoms, Y, rho, **kw)
         else:
-            top = rho_max(dic.atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads,
-                          head_weights=hw)
+            top = rho_max(
+                dic.atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw
+            )
             if top <= RHO_MAX_FLOOR:
                 # rho_max is rounding noise: no atom correlates with the residual of the
                 # intercept-only fit, so W = 0 is optimal for every rho; certify it once.
@@ -297,11 +319,21 @@ def fit_convex(
                 res = solve(dic.atoms, Y, float(rho), W0=W0, b0=b0, **kw)
                 W0, b0 = res.coef, res.intercept
                 acc = _accuracy_from_outputs(D_val @ res.coef + res.intercept, val, layout)
-                path.append({"rho": float(rho), "val_acc": acc, "support": int(len(res.support)),
-                             "gap": float(res.gap), "rel_gap": float(res.rel_gap),
-                             "converged": bool(res.converged), "time_s": float(res.time_s)})
-                _log(progress, f"rho={rho:.3e} val_acc={acc:.4f} support={len(res.support)} "
-                               f"gap={res.gap:.2e}")
+                path.append(
+                    {
+                        "rho": float(rho),
+                        "val_acc": acc,
+                        "support": len(res.support),
+                        "gap": float(res.gap),
+                        "rel_gap": float(res.rel_gap),
+                        "converged": bool(res.converged),
+                        "time_s": float(res.time_s),
+                    }
+                )
+                _log(
+                    progress,
+                    f"rho={rho:.3e} val_acc={acc:.4f} support={len(res.support)} gap={res.gap:.2e}",
+                )
                 if acc > best_acc:  # ties keep the larger rho (sparser)
                     best, best_acc, since_best = res, acc, 0
                 else:
@@ -310,14 +342,33 @@ def fit_convex(
                         break
             rho = best.rho
     with timer("reconstruction"):
-        support_before = int(len(best.support))
-        coef, intercept = reduce_support(dic.atoms, best.coef, best.intercept, penalty=config.penalty)
+        support_before = len(best.support)
+        coef, intercept = reduce_support(
+            dic.atoms, best.coef, best.intercept, penalty=config.penalty
+        )
         # the certificate of the network actually returned, recomputed after the reduction
-        cert = duality_gap(dic.atoms, Y, coef, intercept, rho, loss=config.loss,
-                           penalty=config.penalty, heads=heads, head_weights=hw)
+        cert = duality_gap(
+            dic.atoms,
+            Y,
+            coef,
+            intercept,
+            rho,
+            loss=config.loss,
+            penalty=config.penalty,
+            heads=heads,
+            head_weights=hw,
+        )
         net = reconstruct(
-            params, dic, coef, intercept, out_layout=layout, head_classes=train.head_classes,
-            beta=config.beta, bias_channel=True, dtype=torch.float64, device=device,
+            params,
+            dic,
+            coef,
+            intercept,
+            out_layout=layout,
+            head_classes=train.head_classes,
+            beta=config.beta,
+            bias_channel=True,
+            dtype=torch.float64,
+            device=device,
         )
         # Margins of continuous Gaussian witnesses are ~1e-7 over millions of membrane values,
         # far above float64 rounding; warn only where float64 itself could flip a spike.
@@ -325,8 +376,9 @@ def fit_convex(
             net, dic, train.x.to(torch.float64), train.steps, coef, intercept, margin_warn=1e-12
         )
         report.check()
-    return ConvexFit(net, best, dic, float(rho), path, report, layout, support_before, coef,
-                     intercept, cert)
+    return ConvexFit(
+        net, best, dic, float(rho), path, report, layout, support_before, coef, intercept, cert
+    )
 
 
 def _head_weights(data: SequenceDataset, config: TrainConfig) -> tuple[float, ...]:
@@ -341,8 +393,14 @@ def _make_task(config: TrainConfig) -> TaskData:
 
     data_dir = config.data_dir or os.environ.get("CVXSNN_DATA_DIR")
     return make_task(
-        config.task, steps=config.T, n_train=config.n_train, n_val=config.n_val,
-        n_test=config.n_test, seed=config.seed, data_dir=data_dir, base=config.base,
+        config.task,
+        steps=config.T,
+        n_train=config.n_train,
+        n_val=config.n_val,
+        n_test=config.n_test,
+        seed=config.seed,
+        data_dir=data_dir,
+        base=config.base,
         data=config.data,
     )
 
@@ -350,8 +408,11 @@ def _make_task(config: TrainConfig) -> TaskData:
 def _sg_config(config: TrainConfig):
     from cvxsnn.sg import SGConfig
 
-    kw: dict[str, Any] = {"seed": config.seed, "device": config.device,
-                          "lambda_carry": config.lambda_carry}
+    kw: dict[str, Any] = {
+        "seed": config.seed,
+        "device": config.device,
+        "lambda_carry": config.lambda_carry,
+    }
     if config.epochs is not None:
         kw["epochs"] = config.epochs
     return SGConfig(**kw)
@@ -359,13 +420,18 @@ def _sg_config(config: TrainConfig):
 
 def _net_config(task: TaskData, config: TrainConfig, out_layout: tuple[int, ...]) -> NetConfig:
     return NetConfig(
-        d_in=task.train.d, widths=(config.width,) * (config.depth - 1), branches=config.branches,
-        out_layout=out_layout, head_classes=task.train.head_classes, beta=config.beta,
+        d_in=task.train.d,
+        widths=(config.width,) * (config.depth - 1),
+        branches=config.branches,
+        out_layout=out_layout,
+        head_classes=task.train.head_classes,
+        beta=config.beta,
     )
 
 
-def _sg_network(task: TaskData, config: TrainConfig, timer: StageTimer, progress: bool,
-                continue_training: bool) -> tuple[ParallelLIFNet, dict[str, Any]]:
+def _sg_network(
+    task: TaskData, config: TrainConfig, timer: StageTimer, progress: bool, continue_training: bool
+) -> tuple[ParallelLIFNet, dict[str, Any]]:
     """Train SG (or load a checkpoint); for SG-SG continue it for as many more epochs."""
     from cvxsnn.sg import load_checkpoint, train_sg
 
@@ -380,15 +446,22 @@ def _sg_network(task: TaskData, config: TrainConfig, timer: StageTimer, progress
             cfg = _net_config(task, config, task.train.head_classes)
             res = train_sg(task, cfg, sgc, progress=progress)
             net, prior = res.net, res.total_epochs
-            info.update(sg_selected_lr=res.selected_lr, sg_epochs=res.total_epochs,
-                        sg_best_val_acc=res.best_val_accuracy)
+            info.update(
+                sg_selected_lr=res.selected_lr,
+                sg_epochs=res.total_epochs,
+                sg_best_val_acc=res.best_val_accuracy,
+            )
     if continue_training:
         with timer("sg_continue"):
             more = dataclasses.replace(sgc, epochs=max(prior, 1))
             res2 = train_sg(task, None, more, init=net, progress=progress, prior_epochs=prior)
             net = res2.net
-            info.update(sgsg_selected_lr=res2.selected_lr, sgsg_extra_epochs=res2.best_epoch,
-                        sgsg_best_val_acc=res2.best_val_accuracy, total_epochs=res2.total_epochs)
+            info.update(
+                sgsg_selected_lr=res2.selected_lr,
+                sgsg_extra_epochs=res2.best_epoch,
+                sgsg_best_val_acc=res2.best_val_accuracy,
+                total_epochs=res2.total_epochs,
+            )
     return net, info
 
 
@@ -411,13 +484,24 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
     t0 = time.perf_counter()
     with timer("task"):
         task = _make_task(config)
-    _log(progress, f"task {task.name}: train {task.train.n}, val {task.val.n}, test {task.test.n}, "
-                   f"T = {task.train.T}")
+    _log(
+        progress,
+        f"task {task.name}: train {task.train.n}, val {task.val.n}, test {task.test.n}, "
+        f"T = {task.train.T}",
+    )
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
-        "method": config.method, "task": config.task, "L": config.depth, "T": task.train.T,
-        "K": config.branches, "m": config.width, "n": task.train.n, "seed": config.seed,
-        "config": config.to_dict(), "config_hash": config.hash(), "task_params": task.params,
+        "method": config.method,
+        "task": config.task,
+        "L": config.depth,
+        "T": task.train.T,
+        "K": config.branches,
+        "m": config.width,
+        "n": task.train.n,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "config_hash": config.hash(),
+        "task_params": task.params,
     }
     convex = None
     if config.method in ("sg", "sg-sg"):
@@ -431,9 +515,15 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
             with timer("witnesses"):
                 gen = torch.Generator().manual_seed(config.seed)
                 params = sample_witnesses(
-                    task.train.d, (config.width,) * (config.depth - 1), config.branches,
-                    sigma=config.sigma, scheme=config.witnesses, bias_channel=True,
-                    generator=gen, device=torch.device(config.device), dtype=torch.float64,
+                    task.train.d,
+                    (config.width,) * (config.depth - 1),
+                    config.branches,
+                    sigma=config.sigma,
+                    scheme=config.witnesses,
+                    bias_channel=True,
+                    generator=gen,
+                    device=torch.device(config.device),
+                    dtype=torch.float64,
                     x=task.train.x.to(torch.float64),
                 )
         else:
@@ -443,27 +533,45 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
                 params = witnesses_from_network(sg_net.to(torch.float64))
                 if config.perturb_copies:
                     gen = torch.Generator().manual_seed(config.seed + 1)
-                    params = perturb_witnesses(params, config.perturb_scale, gen, config.perturb_copies)
+                    params = perturb_witnesses(
+                        params, config.perturb_scale, gen, config.perturb_copies
+                    )
         convex = fit_convex(params, task, config, timer, progress)
         net = convex.net
         s, c = convex.solve, convex.certificate
         rep = convex.reconstruction
         record.update(
-            loss=config.loss, penalty=config.penalty, rho=convex.rho,
+            loss=config.loss,
+            penalty=config.penalty,
+            rho=convex.rho,
             beta_reg=convex.rho * math.sqrt(config.width),
-            P_raw=int(convex.dictionary.n_atoms_raw), P=int(convex.dictionary.atoms.shape[1]),
+            P_raw=int(convex.dictionary.n_atoms_raw),
+            P=int(convex.dictionary.atoms.shape[1]),
             dictionary_rows=int(convex.dictionary.atoms.shape[0]),
             support_size=int((convex.coef != 0).any(axis=1).sum()),
             support_before_reduction=convex.support_before_reduction,
-            n_zero=int(convex.dictionary.n_zero), n_ones=int(convex.dictionary.n_ones),
+            n_zero=int(convex.dictionary.n_zero),
+            n_ones=int(convex.dictionary.n_ones),
             n_duplicate=int(convex.dictionary.n_duplicate),
-            primal=float(c.primal), dual=float(c.dual), gap=float(c.gap), rel_gap=float(c.rel_gap),
+            primal=float(c.primal),
+            dual=float(c.dual),
+            gap=float(c.gap),
+            rel_gap=float(c.rel_gap),
             certified=bool(c.rel_gap <= s.tol),
-            solver={"primal": float(s.primal), "dual": float(s.dual), "gap": float(s.gap),
-                    "rel_gap": float(s.rel_gap), "time_s": float(s.time_s)},
-            converged=bool(s.converged), solver_iterations=int(s.n_iter), tol=float(s.tol),
-            stop_rule=s.stop_rule, rho_path=convex.path,
-            reconstruction=_report_dict(rep), branches_kept=int(net.config.branches),
+            solver={
+                "primal": float(s.primal),
+                "dual": float(s.dual),
+                "gap": float(s.gap),
+                "rel_gap": float(s.rel_gap),
+                "time_s": float(s.time_s),
+            },
+            converged=bool(s.converged),
+            solver_iterations=int(s.n_iter),
+            tol=float(s.tol),
+            stop_rule=s.stop_rule,
+            rho_path=convex.path,
+            reconstruction=_report_dict(rep),
+            branches_kept=int(net.config.branches),
         )
     with timer("evaluation"):
         metrics = {split: evaluate(net, task, split) for split in ("train", "val", "test")}
@@ -472,19 +580,39 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
         # energy proxies of the returned network on the test inputs (one no-grad pass)
         act = activity(net, task.test.x, task.test.steps)
     record["metrics"] = metrics
-    record["activity"] = {k: act[k] for k in (
-        "rate", "neurons", "spikes_per_sample", "synops_dense_per_sample",
-        "synops_nonzero_per_sample")}
+    record["activity"] = {
+        k: act[k]
+        for k in (
+            "rate",
+            "neurons",
+            "spikes_per_sample",
+            "synops_dense_per_sample",
+            "synops_nonzero_per_sample",
+        )
+    }
     record["test_acc"] = _headline(metrics["test"])
-    record["time_s"] = {**{k: round(v, 4) for k, v in timer.seconds.items()},
-                        "total": round(time.perf_counter() - t0, 4)}
+    record["time_s"] = {
+        **{k: round(v, 4) for k, v in timer.seconds.items()},
+        "total": round(time.perf_counter() - t0, 4),
+    }
     record["memory"] = peak_memory_mb(config.device)
     record["environment"] = environment()
     if save_model:
         from cvxsnn.network import save_model as _save
 
-        _save(net, save_model, extra={"record": to_jsonable({k: record[k] for k in (
-            "method", "task", "L", "T", "K", "m", "seed", "config_hash")}), "task_params": task.params})
+        _save(
+            net,
+            save_model,
+            extra={
+                "record": to_jsonable(
+                    {
+                        k: record[k]
+                        for k in ("method", "task", "L", "T", "K", "m", "seed", "config_hash")
+                    }
+                ),
+                "task_params": task.params,
+            },
+        )
         record["model_path"] = str(save_model)
     return RunResult(to_jsonable(record), net, task, convex)
 
@@ -507,15 +635,19 @@ def _headline(metrics: dict[str, Any]) -> float | None:
 # --------------------------------------------------------------------------- #
 # Predict and sweep
 # --------------------------------------------------------------------------- #
-def predict_file(model: str, data: str, device: str = "cpu", output: str | None = None) -> dict[str, Any]:
+def predict_file(
+    model: str, data: str, device: str = "cpu", output: str | None = None
+) -> dict[str, Any]:
     """Run a saved model on ``X`` (n, T, d) of a .npz; accuracy too when ``y`` is present."""
-    net, extra = load_model(model, device=device)
+    net, _extra = load_model(model, device=device)
     path = Path(data)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     with np.load(path) as f:
         if "X" not in f:
-            raise ValueError(f"{path} must hold an array 'X' of shape (n, T, d); found {sorted(f.files)}")
+            raise ValueError(
+                f"{path} must hold an array 'X' of shape (n, T, d); found {sorted(f.files)}"
+            )
         X = f["X"]
         y = f["y"] if "y" in f else None
     if X.ndim != 3:
@@ -532,8 +664,14 @@ def predict_file(model: str, data: str, device: str = "cpu", output: str | None 
     return out
 
 
-def sweep(base: TrainConfig, param: str, values: list[str], seeds: int = 1, progress: bool = True,
-          output: str | None = None) -> list[dict[str, Any]]:
+def sweep(
+    base: TrainConfig,
+    param: str,
+    values: list[str],
+    seeds: int = 1,
+    progress: bool = True,
+    output: str | None = None,
+) -> list[dict[str, Any]]:
     """Train ``base`` over values of one field (and seeds); one summary row per run.
 
     Finished runs are appended to ``output`` (JSON lines) as they end.
@@ -542,7 +680,9 @@ def sweep(base: TrainConfig, param: str, values: list[str], seeds: int = 1, prog
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if param not in fields:
-        raise ValueError(f"param must be a TrainConfig field, one of {sorted(fields)}; got {param!r}")
+        raise ValueError(
+            f"param must be a TrainConfig field, one of {sorted(fields)}; got {param!r}"
+        )
     current = getattr(base, param)
     cast = type(current) if current is not None else (int if param == "steps" else float)
     rows = []
@@ -555,13 +695,19 @@ def sweep(base: TrainConfig, param: str, values: list[str], seeds: int = 1, prog
             cfg = dataclasses.replace(base, **{param: v, "seed": seed})
             _log(progress, f"sweep {param}={v} seed={seed}")
             rec = train(cfg, progress=progress).record
-            row = {param: v, "seed": seed, "test_acc": rec.get("test_acc"), "gap": rec.get("gap"),
-                   "rel_gap": rec.get("rel_gap"), "P": rec.get("P"), "support": rec.get("support_size"),
-                   "time_s": rec["time_s"]["total"]}
+            row = {
+                param: v,
+                "seed": seed,
+                "test_acc": rec.get("test_acc"),
+                "gap": rec.get("gap"),
+                "rel_gap": rec.get("rel_gap"),
+                "P": rec.get("P"),
+                "support": rec.get("support_size"),
+                "time_s": rec["time_s"]["total"],
+            }
             rows.append(row)
             if output:
                 with open(output, "a") as fh:
                     fh.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
             _log(progress, f"  -> {row}")
     return rows
-

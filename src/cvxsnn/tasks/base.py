@@ -59,7 +59,12 @@ class SequenceDataset:
                 f"got {self.head_classes} and {self.head_names}"
             )
         S = len(self.steps)
-        if S < 1 or list(self.steps) != sorted(set(self.steps)) or self.steps[0] < 0 or self.steps[-1] >= T:
+        if (
+            S < 1
+            or list(self.steps) != sorted(set(self.steps))
+            or self.steps[0] < 0
+            or self.steps[-1] >= T
+        ):
             raise ValueError(f"steps must be increasing indices in [0, {T}); got {self.steps}")
         if not isinstance(y, Tensor) or tuple(y.shape) != (S, n, H):
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
@@ -77,7 +82,9 @@ class SequenceDataset:
                 )
         for key, value in self.aux.items():
             if value.shape[0] != n:
-                raise ValueError(f"aux[{key!r}] must have first dimension n = {n}; got {value.shape[0]}")
+                raise ValueError(
+                    f"aux[{key!r}] must have first dimension n = {n}; got {value.shape[0]}"
+                )
 
     @property
     def T(self) -> int:
@@ -102,7 +109,9 @@ class SequenceDataset:
             {k: v[index] for k, v in self.aux.items()},
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SequenceDataset:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> SequenceDataset:
         """Copy with inputs moved to ``device`` and cast to ``dtype``."""
         return SequenceDataset(
             self.x.to(device=device, dtype=dtype),
