@@ -333,3 +333,169 @@ def test_bad_input(kwargs, match):
     D, Y, rho = args.pop("D"), args.pop("Y"), args.pop("rho")
     with pytest.raises(ValueError, match=match):
         solve(D, Y, rho, **args)
+
+
+# ------------------------------------------------------------------ active-set engine
+def _lasso_objective(H, q, lam, x):
+    return 0.5 * x @ H @ x - q @ x + lam * np.abs(x).sum()
+
+
+def test_active_set_orthogonal_closed_form():
+    # Orthogonal atoms: H diagonal, so x_j = soft(q_j, lam) / H_jj exactly.
+    from cvxsnn.solver._active_set import lasso_active_set
+
+    H = np.diag([4.0, 2.0, 1.0, 3.0])
+    q = np.array([5.0, -0.5, -3.0, 1.0])
+    x, ok = lasso_active_set(H, q, 1.5)
+    expect = np.sign(q) * np.maximum(np.abs(q) - 1.5, 0) / np.diag(H)
+    assert ok
+    np.testing.assert_allclose(x, expect, rtol=0, atol=1e-15)
+
+
+def test_active_set_two_atoms_closed_form():
+    # H = [[1, r], [r, 1]], q = (a, a): symmetric solution x1 = x2 = (a - lam) / (1 + r).
+    from cvxsnn.solver._active_set import lasso_active_set
+
+    r, a, lam = 0.5, 2.0, 0.5
+    x, ok = lasso_active_set(np.array([[1.0, r], [r, 1.0]]), np.array([a, a]), lam)
+    assert ok
+    np.testing.assert_allclose(x, [(a - lam) / (1 + r)] * 2, atol=1e-14)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(5, 40),
+    P=st.integers(1, 30),
+    frac=st.sampled_from([0.5, 0.1, 0.01, 0.001]),
+    dependent=st.booleans(),
+    warm=st.booleans(),
+)
+def test_active_set_kkt_and_independent_support(seed, n, P, frac, dependent, warm):
+    # KKT conditions hold exactly (to rounding) and the support's Gram block is definite,
+    # also for dictionaries with duplicated and summed (dependent) atoms and warm starts.
+    from cvxsnn.solver._active_set import lasso_active_set
+
+    rng = np.random.default_rng(seed)
+    D = (rng.random((n, P)) < 0.5).astype(float)
+    if dependent:
+        i, j = rng.integers(P, size=2)
+        D = np.hstack([D, D[:, :2], np.minimum(D[:, [i]] + D[:, [j]], 1)])
+    Dc = D - D.mean(axis=0)
+    y = rng.standard_normal(n)
+    H, q = Dc.T @ Dc, Dc.T @ (y - y.mean())
+    if np.abs(q).max() == 0:
+        return
+    lam = frac * np.abs(q).max()
+    x0 = rng.standard_normal(q.size) * (rng.random(q.size) < 0.5) if warm else None
+    x, ok = lasso_active_set(H, q, lam, x0)
+    assert ok
+    g = H @ x - q
+    S = np.flatnonzero(x)
+    scale = lam + np.abs(q).max()
+    usable = np.diag(H) > 1e-9 * np.diag(H).max()
+    assert np.all(np.abs(g[usable]) <= lam + 1e-9 * scale)
+    np.testing.assert_allclose(g[S], -lam * np.sign(x[S]), atol=1e-9 * scale)
+    if S.size:
+        assert np.linalg.eigvalsh(H[np.ix_(S, S)]).min() > 1e-10 * np.trace(H)
+
+
+def _real_like_dictionary(seed=0, n=600, n_distinct=24, P=80):
+    """Few distinct rows (like FIRST-LAST-XOR at T = 6) and atoms that are sums of others."""
+    rng = np.random.default_rng(seed)
+    base = (rng.random((n_distinct, P // 2)) < 0.5).astype(np.uint8)
+    a, b = rng.integers(0, P // 2, (2, P // 4))
+    # d_a = (d_a AND NOT d_b) + (d_a AND d_b): pairs of atoms summing to another atom.
+    split = np.hstack([base[:, a] & (1 - base[:, b]), base[:, a] & base[:, b]])
+    D_rows = np.hstack([base, split, base[:, :5]])  # + exact duplicates of columns
+    D = D_rows[rng.integers(0, n_distinct, n)]
+    y = np.where(D_rows[:, 0] ^ D_rows[:, 1], 1.0, -1.0)[rng.integers(0, n_distinct, n)]
+    return D, y
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.05, 0.005])
+def test_rank_deficient_real_like_dictionary_certifies(frac):
+    # rank(D) <= 24 < P = 85: the support solve must still reach a tiny certified gap and
+    # agree with scikit-learn's objective; the row-merged certificate equals the plain one.
+    from sklearn.linear_model import Lasso
+
+    D, y = _real_like_dictionary()
+    assert np.linalg.matrix_rank(D.astype(float)) < D.shape[1]
+    rho = frac * rho_max(D, y)
+    res = solve(D, y, rho, tol=1e-10)
+    assert res.converged and res.rel_gap <= 1e-10
+    cert = duality_gap(D, y, res.coef, res.intercept, rho)
+    assert cert.gap == pytest.approx(res.gap, abs=1e-13)
+    sk = Lasso(alpha=rho, tol=1e-12, max_iter=500000).fit(D.astype(float), y)
+    sk_val = duality_gap(D, y, sk.coef_, sk.intercept_, rho).primal
+    assert res.primal <= sk_val + 1e-9
+    # The support is independent (SPEC section 4: some optimum has one; we return one).
+    _rank_ok_l1(D, res.coef, res.intercept)
+
+
+def test_row_merging_is_exact():
+    from cvxsnn.solver._rows import compress_rows
+    from cvxsnn.solver.certificate import Dictionary
+
+    D, _ = _real_like_dictionary(seed=3)
+    Dk = Dictionary(D)
+    rc = compress_rows(Dk)
+    assert rc is not None and rc.n_u <= 24
+    U = rc.U.Dt.T.astype(float)
+    np.testing.assert_array_equal(U[rc.inv], D)
+    assert rc.counts.sum() == D.shape[0]
+    rng = np.random.default_rng(0)
+    R, W = rng.standard_normal((D.shape[0], 2)), rng.standard_normal((D.shape[1], 2))
+    np.testing.assert_allclose(rc.dtr(R), D.T.astype(float) @ R, atol=1e-11)
+    np.testing.assert_allclose(rc.dw(W), D.astype(float) @ W, atol=1e-11)
+    # Distinct rows: no merging.
+    D2 = (rng.random((600, 40)) < 0.5).astype(np.uint8)
+    assert compress_rows(Dictionary(D2)) is None
+
+
+def test_path_matches_cold_solves_and_reuses_gram():
+    D, y = _real_like_dictionary(seed=1)
+    path = solve_path(D, y, n_rhos=5, rho_min_ratio=1e-2, tol=1e-9)
+    for r in path:
+        cold = solve(D, y, r.rho, tol=1e-9)
+        assert r.converged and cold.converged
+        assert r.primal == pytest.approx(cold.primal, rel=1e-8, abs=1e-12)
+
+
+def test_multi_output_l1_matches_per_column_solves():
+    D, Y = _problem("squared", n=60, P=40, seed=6)
+    rho = 0.02 * rho_max(D, Y)
+    res = solve(D, Y, rho, tol=1e-10)
+    for c in range(Y.shape[1]):
+        one = solve(D, Y[:, c], rho, tol=1e-10)
+        # the program is separable over outputs for l1 with unit weights
+        Zc = D @ res.coef[:, c] + res.intercept[c]
+        np.testing.assert_allclose(Zc, D @ one.coef[:, 0] + one.intercept[0], atol=1e-6)
+
+
+def test_group_newton_step_matches_dense_system():
+    # The Woodbury solve of the group-l2 Newton system equals the dense (sC x sC) solve.
+    from cvxsnn.solver.engine import _block_diag, _group_newton_step
+
+    rng = np.random.default_rng(7)
+    s, C = 9, 5
+    B = rng.standard_normal((s, s))
+    A = B @ B.T + 0.1 * np.eye(s)
+    lam = rng.random(s) + 0.1
+    U = rng.standard_normal((s, C))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    G = rng.standard_normal((s, C))
+    blocks = [lam[i] * (np.eye(C) - np.outer(U[i], U[i])) for i in range(s)]
+    M = np.kron(A, np.eye(C)) + _block_diag(blocks)
+    dense = np.linalg.solve(M, G.reshape(-1)).reshape(s, C)
+    np.testing.assert_allclose(_group_newton_step(A, lam, U, G), dense, atol=1e-12)
+
+
+def test_group_l2_multi_output_certifies_and_matches_cvxpy():
+    D, Y = _problem("squared", n=60, P=30, seed=8)
+    Y = np.hstack([Y, Y[:, :1] * 0.5 + 0.1])  # C = 3
+    rho = 0.03 * rho_max(D, Y, penalty="group_l2")
+    res = solve(D, Y, rho, penalty="group_l2", tol=1e-10)
+    assert res.converged
+    value, _ = _cvxpy(D, Y, rho, "squared", "group_l2")
+    assert res.primal == pytest.approx(value, rel=1e-7)

@@ -1,13 +1,17 @@
 """Working-set solver for the convex program, stopped by a duality-gap certificate.
 
 Squared loss (any penalty): a working set of atoms is grown from the atoms whose dual
-constraint is most violated. On the working set the problem is solved from its exact Gram
+constraint is violated. On the working set the problem is solved from its exact Gram
 matrix: for a binary dictionary, D_W^T D_W is an integer count matrix, computed exactly by a
 float32 matmul of 0/1 values (exact while counts < 2^24), then centred in float64 with the
-precomputed column sums (this removes the free intercept). Coordinate descent on that Gram
-matrix identifies the support; an exact linear solve on the support (l1) or a few Newton
-steps (group l2) then polishes the solution. After each working-set solve, one float64
-``D^T u`` pass over all atoms gives the certificate and the next working set.
+precomputed column sums (this removes the free intercept). Identical rows of D are merged
+first when that halves the rows (:mod:`cvxsnn.solver._rows`), and the Gram entries are cached
+with the dictionary so that the solves of a path reuse them. For l1 every output's Lasso is
+solved exactly by a primal active-set method with Cholesky up/down-dates that keeps the
+support linearly independent (:mod:`cvxsnn.solver._active_set`); group l2 uses block
+coordinate descent with a Newton polish on the support. After each working-set solve, one
+float64 ``D^T u`` pass over all atoms gives the certificate and the next working set; the
+returned certificate is always computed on the dictionary as given.
 
 Logistic and softmax losses: the same outer loop, with an accelerated proximal gradient
 method (FISTA with step 1/L and adaptive restart) on the working set's atoms and the intercept.
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from cvxsnn.solver._active_set import lasso_active_set
+from cvxsnn.solver._rows import compress_rows
 from cvxsnn.solver.certificate import (
     Certificate,
     Dictionary,
@@ -288,6 +295,7 @@ class _Engine:
     def __init__(self, st: _Setup, rho: float) -> None:
         self.st, self.rho = st, rho
         self.ws: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        self.Dc: Any = st.Dk  # dictionary of the intermediate certificates
 
     def run(
         self,
@@ -304,8 +312,12 @@ class _Engine:
         cert = None
         n_iter = 0
         for n_iter in range(1, max_iter + 1):
-            Z0 = st.Dk.dw(W)
-            cert, G = certify(st.Dk, st.Y, W, b, rho, st.loss, st.penalty, st.fit_intercept, Z0)
+            Z0 = self.Dc.dw(W)
+            cert, G = certify(self.Dc, st.Y, W, b, rho, st.loss, st.penalty, st.fit_intercept, Z0)
+            if self.Dc is not st.Dk and cert.gap <= tol * max(1.0, abs(cert.primal)):
+                # The returned certificate is always computed on the dictionary as given.
+                Z0 = st.Dk.dw(W)
+                cert, G = certify(st.Dk, st.Y, W, b, rho, st.loss, st.penalty, st.fit_intercept, Z0)
             b = cert.intercept
             history.append((cert.gap, cert.rel_gap))
             if verbose:
@@ -318,16 +330,10 @@ class _Engine:
                 break
             if n_iter == max_iter:
                 break
-            # Grow the working set: the support plus the atoms with the largest dual scores.
+            # Grow the working set from the atoms with the largest dual scores.
             scores = st.penalty.row_scores(G) / rho
             support = np.flatnonzero(np.any(W != 0, axis=1))
-            scores[support] = np.inf
-            ws_size = min(st.Dk.P, max(2 * ws_size, 2 * support.size, 100))
-            if ws_size >= st.Dk.P:
-                new_ws = np.arange(st.Dk.P)
-            else:
-                new_ws = np.sort(np.argpartition(-scores, ws_size - 1)[:ws_size])
-            new_ws = np.union1d(new_ws, self.ws)
+            new_ws, ws_size = self._grow(scores, support, ws_size)
             self._set_working_set(new_ws)
             W_ws = W[self.ws]
             W_ws, b = self._solve_subproblem(W_ws, b, 0.1 * target, deadline)
@@ -335,6 +341,19 @@ class _Engine:
             W[self.ws] = W_ws
         assert cert is not None
         return W, b, cert, n_iter, history
+
+    def _grow(
+        self, scores: Array, support: NDArray[np.intp], ws_size: int
+    ) -> tuple[NDArray[np.intp], int]:
+        """Next working set: the old one, the support and the top-scored atoms (doubling)."""
+        P = scores.size
+        scores = scores.copy()
+        scores[support] = np.inf
+        ws_size = min(P, max(2 * ws_size, 2 * support.size, 100))
+        if ws_size >= P:
+            return np.arange(P), ws_size
+        new_ws = np.sort(np.argpartition(-scores, ws_size - 1)[:ws_size])
+        return np.union1d(new_ws, self.ws), ws_size
 
     def _set_working_set(self, ws: NDArray[np.intp]) -> None:
         self.ws = ws
@@ -347,43 +366,51 @@ class _Engine:
 
 # ------------------------------------------------------------------------- squared loss
 class _SquaredEngine(_Engine):
-    """Gram-based coordinate descent + exact support polish on the working set."""
+    """Exact Gram-space working-set solves: active set (l1), block CD + Newton (group l2)."""
 
     def __init__(self, st: _Setup, rho: float) -> None:
         super().__init__(st, rho)
         Dk, Y = st.Dk, st.Y
         n = Dk.n
+        self.gram = _gram_cache(Dk)
+        if self.gram.rc is not None:  # identical rows merged: Gram = U^T diag(counts) U
+            self.Dc = self.gram.rc
         self.w = st.loss.column_weights  # (C,)
         self.mu = Dk.colsum / n if st.fit_intercept else np.zeros(Dk.P)
         self.Yc = Y - Y.mean(axis=0) if st.fit_intercept else Y.copy()
         self.yy = np.einsum("ic,ic->c", self.Yc, self.Yc)  # (C,)
-        self.q_all = Dk.dtr(self.Yc)  # (P, C): D^T Yc (= Dc^T Yc when centred)
-        self._X32: NDArray[np.float32] | None = None  # cached atoms (k, n)
-        self._Hraw = np.zeros((0, 0))  # raw Gram D_W^T D_W of the cached atoms
+        self.q_all = self.Dc.dtr(self.Yc)  # (P, C): D^T Yc (= Dc^T Yc when centred)
+
+    def _grow(
+        self, scores: Array, support: NDArray[np.intp], ws_size: int
+    ) -> tuple[NDArray[np.intp], int]:
+        """Next working set: the old one plus the most violating atoms outside it.
+
+        The subproblems are solved exactly, so only atoms outside the working set can
+        violate their dual constraint (score > 1); up to max(100, |support|) of them enter,
+        the strongest first. If none violates (the last subproblem stopped early) the
+        top-scored outside atoms enter anyway.
+        """
+        P = scores.size
+        outside = np.ones(P, dtype=bool)
+        outside[self.ws] = False
+        outside[support] = False
+        cand = np.flatnonzero(outside)
+        n_add = min(cand.size, max(100, support.size))
+        viol = cand[scores[cand] > 1.0]
+        if viol.size:
+            cand = viol
+            n_add = min(n_add, viol.size)
+        if n_add == 0:
+            return np.union1d(self.ws, support), ws_size
+        top = cand[np.argpartition(-scores[cand], n_add - 1)[:n_add]]
+        new_ws = np.union1d(np.union1d(self.ws, support), top)
+        return new_ws, new_ws.size
 
     def _set_working_set(self, ws: NDArray[np.intp]) -> None:
-        old = self.ws
-        new = np.setdiff1d(ws, old)
-        Dk = self.st.Dk
-        if new.size:
-            dtype = np.float32 if Dk.binary and Dk.n < 2**24 else np.float64
-            Xn = Dk.atoms(new, dtype)  # (k_new, n)
-            cross = (Xn @ self._X32.T).astype(np.float64) if old.size else np.zeros((new.size, 0))
-            Hnn = (Xn @ Xn.T).astype(np.float64)
-            k0 = old.size
-            H = np.empty((k0 + new.size, k0 + new.size))
-            H[:k0, :k0] = self._Hraw
-            H[k0:, :k0] = cross
-            H[:k0, k0:] = cross.T
-            H[k0:, k0:] = Hnn
-            X = np.concatenate([self._X32, Xn]) if old.size else Xn
-            order = np.argsort(np.concatenate([old, new]), kind="stable")
-            self._Hraw = H[np.ix_(order, order)]
-            self._X32 = X[order]
         self.ws = ws
         mu = self.mu[ws]
-        n = Dk.n
-        self.H = self._Hraw - n * np.outer(mu, mu)  # centred Gram (k, k)
+        self.H = self.gram.raw(ws) - self.st.Dk.n * np.outer(mu, mu)  # centred Gram (k, k)
         self.q = self.q_all[ws]  # (k, C)
 
     # Subproblem objective pieces in the scaled units of the program.
@@ -405,7 +432,11 @@ class _SquaredEngine(_Engine):
     ) -> tuple[Array, Array | None]:
         H, q = self.H, self.q
         W = W.copy()
+        if self.st.penalty.name == "l1":
+            W = self._active_set_l1(W, deadline)
         G = H @ W - q
+        if self.st.penalty.name == "l1" and self._ws_gap(W, G)[1] <= gap_target:
+            return W, None  # certify re-optimises the intercept for W
         epoch = 0
         while True:
             if self.st.penalty.name == "l1":
@@ -425,7 +456,18 @@ class _SquaredEngine(_Engine):
                 break
             if deadline is not None and time.perf_counter() > deadline:
                 break
-        return W, b
+        return W, None
+
+    def _active_set_l1(self, W: Array, deadline: float | None) -> Array:
+        """Exact active-set solve of each output's Lasso on the working set (warm start W)."""
+        n = self.st.Dk.n
+        for c in range(W.shape[1]):
+            if self.w[c] == 0:
+                W[:, c] = 0.0
+                continue
+            lam = n * self.rho / self.w[c]
+            W[:, c], _ = lasso_active_set(self.H, self.q[:, c], lam, W[:, c], deadline=deadline)
+        return W
 
     def _cd_l1(self, W: Array, G: Array, n_epochs: int) -> None:
         H = self.H
@@ -510,7 +552,8 @@ class _SquaredEngine(_Engine):
         HS = self.H[np.ix_(S, S)]
         qS = self.q[S]
         X = W[S].copy()
-        Hbig = np.kron(HS, np.diag(w / n))  # Hessian of the smooth part, (kC, kC)
+        equal = bool(np.all(w == w[0]))
+        Hbig = None if equal else np.kron(HS, np.diag(w / n))  # smooth Hessian, (kC, kC)
 
         def obj(X: Array) -> float:
             Gs = (HS @ X - 2 * qS) * (w / n)
@@ -523,28 +566,131 @@ class _SquaredEngine(_Engine):
                 return None
             U = X / norms[:, None]
             grad = (HS @ X - qS) * (w / n) + rho * U
-            blocks = [rho * (np.eye(C) - np.outer(U[i], U[i])) / norms[i] for i in range(S.size)]
-            Hn = Hbig + _block_diag(blocks)
             try:
-                step = np.linalg.solve(Hn, grad.reshape(-1)).reshape(X.shape)
+                if Hbig is None:
+                    step = _group_newton_step(HS * (w[0] / n), rho / norms, U, grad)
+                else:
+                    blocks = [
+                        rho * (np.eye(C) - np.outer(U[i], U[i])) / norms[i] for i in range(S.size)
+                    ]
+                    Hn = Hbig + _block_diag(blocks)
+                    step = np.linalg.solve(Hn, grad.reshape(-1)).reshape(X.shape)
             except np.linalg.LinAlgError:
+                return None
+            if not np.all(np.isfinite(step)):
                 return None
             t = 1.0
             dec = float(np.einsum("jc,jc->", grad, step))
+            # Smooth part along X - t step is a quadratic in t: a - b t + c t^2 / 2.
+            wn = w / n
+            HX, Hs = HS @ X, HS @ step
+            a = float(np.einsum("jc,jc->", X, (0.5 * HX - qS) * wn))
+            b_ = float(np.einsum("jc,jc->", step, (HX - qS) * wn))
+            c_ = float(np.einsum("jc,jc->", step, Hs * wn))
             while t > 1e-10:
                 Xn = X - t * step
-                fn = obj(Xn)
+                fn = a - b_ * t + 0.5 * c_ * t * t + rho * float(np.linalg.norm(Xn, axis=1).sum())
                 if fn <= f - 1e-4 * t * dec:
                     break
                 t *= 0.5
             if t <= 1e-10:
                 break
+            fn = obj(Xn)  # exact value at the accepted point
             X, f_old, f = Xn, f, fn
             if f_old - f <= 1e-16 * max(1.0, abs(f)):
                 break
         Wp = np.zeros_like(W)
         Wp[S] = X
         return Wp
+
+
+class _GramCache:
+    """Raw Gram entries D_j^T D_l of the atoms met so far, kept with the dictionary.
+
+    For a binary dictionary the entries are counts, computed exactly by a float32 matmul of
+    0/1 values (exact while counts < 2^24; float64 otherwise); with merged identical rows
+    (:mod:`cvxsnn.solver._rows`) the product is U^T diag(counts) U. The cache lives as long
+    as the :class:`Dictionary` does, so the solves of a path reuse it; it is dropped when it
+    would exceed ``_GRAM_CACHE_ATOMS`` atoms.
+    """
+
+    def __init__(self, Dk: Dictionary) -> None:
+        self.Dk = Dk
+        self.rc = compress_rows(Dk)
+        src = self.rc if self.rc is not None else Dk
+        self.src: Any = src
+        self.dtype = np.float32 if Dk.binary and Dk.n < 2**24 else np.float64
+        self.weights = None if self.rc is None else self.rc.counts.astype(self.dtype)
+        self.atoms = np.zeros(0, dtype=np.intp)  # sorted atom indices
+        self.X = np.zeros((0, 0), dtype=self.dtype)  # their columns (k, n or n_u)
+        self.Hraw = np.zeros((0, 0))
+
+    def raw(self, ws: NDArray[np.intp]) -> Array:
+        """Raw Gram D_ws^T D_ws (float64), computing only the atoms not cached yet."""
+        new = np.setdiff1d(ws, self.atoms)
+        if new.size and self.atoms.size + new.size > _GRAM_CACHE_ATOMS:
+            keep = np.intersect1d(self.atoms, ws)
+            pos = np.searchsorted(self.atoms, keep)
+            self.atoms, self.X = keep, self.X[pos]
+            self.Hraw = self.Hraw[np.ix_(pos, pos)]
+        if new.size:
+            Xn = self.src.atoms(new, self.dtype)  # (k_new, n) or (k_new, n_u)
+            Xw = Xn if self.weights is None else Xn * self.weights
+            k0 = self.atoms.size
+            H = np.empty((k0 + new.size, k0 + new.size))
+            H[:k0, :k0] = self.Hraw
+            if k0:
+                cross = (Xw @ self.X.T).astype(np.float64)
+                H[k0:, :k0] = cross
+                H[:k0, k0:] = cross.T
+            H[k0:, k0:] = (Xw @ Xn.T).astype(np.float64)
+            allidx = np.concatenate([self.atoms, new])
+            order = np.argsort(allidx, kind="stable")
+            self.Hraw = H[np.ix_(order, order)]
+            self.X = np.concatenate([self.X, Xn])[order] if k0 else Xn[order]
+            self.atoms = allidx[order]
+        pos = np.searchsorted(self.atoms, ws)
+        return self.Hraw[np.ix_(pos, pos)]
+
+
+_GRAM_CACHE_ATOMS = 6000
+_GRAM_CACHES: weakref.WeakKeyDictionary[Dictionary, _GramCache] = weakref.WeakKeyDictionary()
+
+
+def _gram_cache(Dk: Dictionary) -> _GramCache:
+    cache = _GRAM_CACHES.get(Dk)
+    if cache is None:
+        cache = _GramCache(Dk)
+        _GRAM_CACHES[Dk] = cache
+    return cache
+
+
+def _group_newton_step(A: Array, lam: Array, U: Array, G: Array) -> Array:
+    """Solve the group-l2 Newton system (A kron I_C + blockdiag_j lam_j (I - u_j u_j^T)) d = g.
+
+    With K = A + diag(lam) the matrix is P - V diag(lam) V^T, P = K kron I_C and V the
+    block diagonal of the unit rows u_j, so by the Woodbury identity
+
+        d = K^{-1} G + K^{-1} (y_j u_j)_j,
+        (diag(1/lam) - K^{-1} o U U^T) y = (u_j . (K^{-1} G)_j)_j
+
+    (o: entrywise product): two Cholesky factorizations of order s instead of one of
+    order s C. A: (s, s) the smooth Hessian (equal column weights); lam, U, G: (s,), (s, C),
+    (s, C). Raises LinAlgError when the system is not positive definite.
+    """
+    from scipy.linalg import cho_factor, cho_solve
+    from scipy.linalg.lapack import dpotri
+
+    Kf = cho_factor(A + np.diag(lam))
+    KG = cho_solve(Kf, G)
+    Kinv, info = dpotri(Kf[0], lower=Kf[1])
+    if info != 0:
+        raise np.linalg.LinAlgError("singular Newton system")
+    Kinv = np.triu(Kinv) + np.triu(Kinv, 1).T if not Kf[1] else np.tril(Kinv) + np.tril(Kinv, -1).T
+    T = np.diag(1.0 / lam) - Kinv * (U @ U.T)
+    rhs = np.einsum("jc,jc->j", U, KG)
+    y = cho_solve(cho_factor(T), rhs)
+    return KG + cho_solve(Kf, U * y[:, None])
 
 
 def _block_diag(blocks: list[Array]) -> Array:
