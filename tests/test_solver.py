@@ -499,3 +499,12 @@ def test_group_l2_multi_output_certifies_and_matches_cvxpy():
     assert res.converged
     value, _ = _cvxpy(D, Y, rho, "squared", "group_l2")
     assert res.primal == pytest.approx(value, rel=1e-7)
+
+
+def test_rho_below_float64_resolution_is_refused():
+    """A rho under the rounding level of D^T u cannot be certified: clear error, no hang."""
+    rng = np.random.default_rng(0)
+    D = np.stack([np.ones(24), np.zeros(24)], 1).astype(np.uint8)
+    Y = rng.choice([-1.0, 1.0], size=(24, 1))
+    with pytest.raises(ValueError, match="below the float64 resolution of the dual constraint"):
+        solve(D, Y, 1e-18)

@@ -145,6 +145,25 @@ def _grad_at_zero(st: _Setup) -> Array:
     return st.Dk.dtr(u0)
 
 
+def _check_rho_resolution(st: _Setup, rho: float) -> None:
+    """Refuse a rho below what float64 can resolve in the dual constraint ``|d^T u| <= rho``.
+
+    ``d^T u`` sums n terms; its rounding error is at most about ``n eps ||u||_1``
+    (0/1 atoms). A rho below that bound cannot be certified: the rescaling
+    ``s = min(1, rho / ||D^T u0||)`` would act on rounding noise.
+    """
+    Z0 = np.zeros_like(st.Y)
+    b = st.loss.optimal_intercept(Z0, st.Y) if st.fit_intercept else np.zeros(st.Y.shape[1])
+    u0 = st.loss.neg_grad(Z0 + b, st.Y)
+    floor = 8.0 * np.finfo(np.float64).eps * st.Y.shape[0] * float(np.abs(u0).sum(axis=0).max())
+    if rho < floor:
+        raise ValueError(
+            f"rho = {rho:.3e} is below the float64 resolution of the dual constraint for this "
+            f"problem (about {floor:.1e}); use rho >= {floor:.1e}. (W = 0 is optimal for every "
+            f"rho >= rho_max; see rho_max().)"
+        )
+
+
 def rho_max(
     D: Any,
     Y: Any,
@@ -239,6 +258,7 @@ def solve(
     if max_time is not None and not (max_time > 0):
         raise ValueError(f"max_time must be None or > 0; got {max_time!r}")
     st = _setup(D, Y, loss, penalty, fit_intercept, heads, head_weights, device)
+    _check_rho_resolution(st, rho)
     P, C = st.Dk.P, st.Y.shape[1]
     W = np.zeros((P, C))
     if W0 is not None:
