@@ -118,10 +118,10 @@ class SGConfig:
         Sequences per forward pass when evaluating.
     """
 
-    epochs: int = 300
+    epochs: int = 200
     batch_size: int = 64
     lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
-    patience: int | None = 50
+    patience: int | None = 30
     init_gain: float = 2.0
     surrogate: SurrogateName = "sigmoid"
     surrogate_scale: float = 5.0
