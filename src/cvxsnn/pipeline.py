@@ -436,7 +436,7 @@ def _sg_network(
     from cvxsnn.sg import load_checkpoint, train_sg
 
     sgc = _sg_config(config)
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"protocol": sgc.to_dict()}
     with timer("sg"):
         if config.sg_checkpoint:
             ck = load_checkpoint(config.sg_checkpoint, device=config.device)
