@@ -20,43 +20,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"cvxsnn {self.prog.split()[-1]}: error: {message}\n")
 
 
-def _positive_int(name: str):
-    def parse(text: str) -> int:
+def _number(name: str, cast: type, minimum: float, strict: bool):
+    """Parser of ``name``'s value: a finite ``cast`` >= ``minimum`` (> when ``strict``)."""
+    kind = "an integer" if cast is int else "a number"
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1; got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {kind}; got {text!r}") from None
+        ok = value > minimum if strict else value >= minimum
+        if not ok or value != value or value in (float("inf"), float("-inf")):
+            what = "a finite number " if cast is float else ""
+            raise argparse.ArgumentTypeError(f"{name} must be {what}{bound}; got {text}")
         return value
 
     return parse
+
+
+def _positive_int(name: str):
+    return _number(name, int, 1, strict=False)
 
 
 def _nonneg_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer; got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0; got {value}")
-        return value
-
-    return parse
+    return _number(name, int, 0, strict=False)
 
 
 def _positive_float(name: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number > 0; got {text}")
-        return value
-
-    return parse
+    return _number(name, float, 0, strict=True)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
