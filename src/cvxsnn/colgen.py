@@ -1,0 +1,1062 @@
+"""Column generation: grow the spike dictionary where the dual says it is incomplete.
+
+The convex program of SPEC section 4 is solved over a *sampled* dictionary; its
+certificate proves optimality over those atoms only. Column generation closes
+part of that gap. After each solve, with ``u0 = -grad F`` at the optimal
+intercept (columns summing to zero), an atom ``d`` outside the dictionary would
+lower the objective exactly when it violates dual feasibility,
+
+    R°(d^T u0) > rho      (R° = max |.| for l1, the 2-norm for group l2).
+
+Finding such a ``d`` among the last-layer spike patterns of witnesses is the
+*pricing* problem: a weighted classification of the rows (labels
+``sign(u0)``, weights ``|u0|``). A pricer proposes witnesses (single branches
+of the same depth and widths), their patterns are scored, and the best
+distinct violators become new atoms: their branch is appended to the
+witnesses with every other last-layer neuron silenced (incoming weights 0,
+so those columns are all-zero and dropped), the dictionary is rebuilt with the
+one kernel (old atoms keep their indices), and the program is re-solved from
+the old solution padded with zeros.
+
+Certificates (see :func:`pattern_bounds` and ``docs/COLUMN_GENERATION.md``):
+
+- over the final dictionary and every candidate pattern examined, the
+  duality gap with the dual point rescaled over both sets;
+- over *all* binary patterns ``{0, 1}^n`` (a relaxation of every network of
+  this kind): for squared loss + l1 with intercept the relaxed optimum is
+  computed exactly (a projection), and a rescaled ``u0`` gives a cheap bound
+  for every loss. Both are lower bounds on the optimum of any network, hence
+  ``primal - bound`` bounds the distance to the global optimum. The bound is
+  loose: the label pattern itself is a binary column.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cvxsnn.dictionary import SpikeDictionary, build_dictionary, last_layer_spikes
+from cvxsnn.network import HiddenParams
+from cvxsnn.solver import SolveResult, solve
+from cvxsnn.solver.certificate import check_targets_array
+from cvxsnn.solver.losses import Loss, LossName, make_loss
+from cvxsnn.solver.penalties import Penalty, PenaltyName, make_penalty
+from cvxsnn.witnesses import (
+    WitnessScheme,
+    check_hidden_params,
+    perturb_witnesses,
+    sample_witnesses,
+)
+
+__all__ = [
+    "CGResult",
+    "CGRound",
+    "Candidates",
+    "EnumeratedPricer",
+    "PatternBounds",
+    "Pricer",
+    "PricingContext",
+    "RandomSearch",
+    "all_binary_patterns",
+    "column_generation",
+    "concat_params",
+    "dual_direction",
+    "enumerate_patterns",
+    "pattern_bounds",
+    "pattern_scores",
+]
+
+StopReason = Literal["no_violation", "no_improvement", "max_rounds", "no_new_atom"]
+
+Array = np.ndarray
+
+
+# --------------------------------------------------------------------------- #
+# Scoring
+# --------------------------------------------------------------------------- #
+def dual_direction(
+    D: Array, Y: Array, W: Array, loss: Loss, b: Array | None = None
+) -> tuple[Array, Array]:
+    """The unscaled dual direction at (W, optimal b).
+
+    Parameters
+    ----------
+    D : ndarray of shape (n, P), uint8
+    Y : ndarray of shape (n, C)
+    W : ndarray of shape (P, C)
+    loss : Loss
+    b : ndarray of shape (C,), optional
+        Start of the intercept search (logistic / softmax).
+
+    Returns
+    -------
+    u0 : ndarray of shape (n, C)
+        ``-grad F`` at ``D W + 1 b*^T``, columns centred (sum zero).
+    b_opt : ndarray of shape (C,)
+    """
+    Z = D.astype(np.float64) @ W if D.shape[1] else np.zeros_like(Y)
+    b_opt = loss.optimal_intercept(Z, Y, b)
+    u0 = loss.neg_grad(Z + b_opt, Y)
+    u0 -= u0.mean(axis=0)
+    return u0, b_opt
+
+
+def pattern_scores(patterns: Array, u0: Array, penalty: Penalty, block: int = 4096) -> Array:
+    """``R°(d^T u0)`` of every column ``d`` of ``patterns``.
+
+    Parameters
+    ----------
+    patterns : ndarray of shape (n, Q), values in {0, 1}
+    u0 : ndarray of shape (n, C), float64
+    penalty : Penalty
+
+    Returns
+    -------
+    ndarray of shape (Q,), float64 (accumulated in float64).
+    """
+    Q = patterns.shape[1]
+    out = np.empty(Q)
+    for a in range(0, Q, block):
+        G = patterns[:, a : a + block].T.astype(np.float64) @ u0  # (q, C)
+        out[a : a + block] = penalty.row_scores(G)
+    return out
+
+
+def _keys(patterns: Array) -> list[bytes]:
+    """Exact byte keys of the columns (bit-packed along rows)."""
+    packed = np.ascontiguousarray(np.packbits(patterns, axis=0).T)  # (Q, ceil(n / 8))
+    return [row.tobytes() for row in packed]
+
+
+# --------------------------------------------------------------------------- #
+# Witness utilities
+# --------------------------------------------------------------------------- #
+def concat_params(parts: Sequence[HiddenParams]) -> HiddenParams:
+    """Witnesses of all ``parts`` as one set of branches, in order."""
+    parts = [p for p in parts if p.w_in.shape[0] > 0]
+    return HiddenParams(
+        torch.cat([p.w_in for p in parts]),
+        tuple(torch.cat(ws) for ws in zip(*[p.w_hidden for p in parts], strict=True)),
+        tuple(torch.cat(ts) for ts in zip(*[p.thetas for p in parts], strict=True)),
+    )
+
+
+def _select(params: HiddenParams, branches: Sequence[int] | Tensor) -> HiddenParams:
+    idx = torch.as_tensor(branches, dtype=torch.long, device=params.w_in.device)
+    return HiddenParams(
+        params.w_in.index_select(0, idx),
+        tuple(w.index_select(0, idx) for w in params.w_hidden),
+        tuple(t.index_select(0, idx) for t in params.thetas),
+    )
+
+
+def _scale_last(params: HiddenParams, factors: Sequence[float]) -> HiddenParams:
+    """Copies of all branches with the last layer's incoming weights times each factor.
+
+    By scale invariance, factor ``c`` is the threshold ``theta / c``: a threshold sweep.
+    Returns ``len(factors) * K`` branches, factor-major.
+    """
+    out = []
+    for c in factors:
+        if params.w_hidden:
+            last = params.w_hidden[-1] * c
+            out.append(HiddenParams(params.w_in, (*params.w_hidden[:-1], last), params.thetas))
+        else:
+            out.append(HiddenParams(params.w_in * c, (), params.thetas))
+    return concat_params(out)
+
+
+def _masked_branch(params: HiddenParams, branch: int, keep: Sequence[int]) -> HiddenParams:
+    """One branch with every last-layer neuron outside ``keep`` silenced (zero input)."""
+    one = _select(params, [branch])
+    mask = torch.zeros(one.thetas[-1].shape[1], dtype=one.w_in.dtype, device=one.w_in.device)
+    mask[list(keep)] = 1.0
+    if one.w_hidden:
+        last = one.w_hidden[-1] * mask
+        return HiddenParams(one.w_in, (*one.w_hidden[:-1], last), one.thetas)
+    return HiddenParams(one.w_in * mask, (), one.thetas)
+
+
+# --------------------------------------------------------------------------- #
+# Pricers
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class PricingContext:
+    """What a pricer sees in one round.
+
+    Attributes
+    ----------
+    x : Tensor of shape (T, n, d)
+        Training inputs.
+    steps : tuple of int
+        Supervised steps.
+    widths : tuple of int
+        Hidden widths every proposed branch must have.
+    beta, bias_channel
+        Kernel settings of the dictionary.
+    u0 : ndarray of shape (S n, C)
+        The dual direction (columns sum to zero).
+    rho : float
+    penalty : Penalty
+    generator : torch.Generator
+    device : torch.device or None
+    dtype : torch.dtype
+        Precision of the witnesses (that of the initial witnesses).
+    """
+
+    x: Tensor
+    steps: tuple[int, ...]
+    widths: tuple[int, ...]
+    beta: float
+    bias_channel: bool
+    u0: Array
+    rho: float
+    penalty: Penalty
+    generator: torch.Generator
+    device: torch.device | None
+    dtype: torch.dtype
+
+    def spikes(self, params: HiddenParams) -> Array:
+        """Last-layer patterns of all branches, shape (S n, K m_last), branch-major."""
+        return last_layer_spikes(
+            params,
+            self.x,
+            self.steps,
+            beta=self.beta,
+            bias_channel=self.bias_channel,
+            device=self.device,
+        )
+
+    def scores(self, patterns: Array) -> Array:
+        """``R°(d^T u0)`` per column, shape (Q,)."""
+        return pattern_scores(patterns, self.u0, self.penalty)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Witnessed candidate patterns returned by a pricer.
+
+    Attributes
+    ----------
+    params : HiddenParams
+        ``K_c`` single-network branches (same widths as the dictionary's).
+    patterns : ndarray of shape (S n, K_c m_last), uint8
+        Their last-layer patterns, branch-major (column ``k m_last + j``).
+    scores : ndarray of shape (K_c m_last,)
+        ``R°(d^T u0)`` of each pattern.
+    """
+
+    params: HiddenParams
+    patterns: Array
+    scores: Array
+
+
+class Pricer(Protocol):
+    """Anything that proposes witnessed patterns for a dual direction."""
+
+    def __call__(self, ctx: PricingContext) -> Candidates: ...
+
+
+@dataclass(frozen=True)
+class RandomSearch:
+    """Heuristic pricing: batched random witnesses, threshold sweeps, local perturbation.
+
+    Attributes
+    ----------
+    proposals : int
+        Random single-branch witnesses drawn per round (run as one batch).
+    scales : tuple of float
+        Factors on the last layer's incoming weights (a threshold sweep by
+        scale invariance) applied to every proposal.
+    local_rounds : int
+        Rounds of local search around the best patterns.
+    elite : int
+        Branches holding the best-scoring patterns that are perturbed.
+    local_copies : int
+        Perturbed copies per elite branch and local round.
+    local_scale : float
+        Relative perturbation size (see :func:`~cvxsnn.witnesses.perturb_witnesses`),
+        halved after every local round.
+    local_scales : tuple of float
+        Threshold sweep applied to the perturbed copies.
+    sigma : float
+        Standard deviation of the random proposals.
+    scheme : {"gaussian", "calibrated"}
+        How proposals are drawn (see :func:`~cvxsnn.witnesses.sample_witnesses`).
+    """
+
+    proposals: int = 64
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    local_rounds: int = 2
+    elite: int = 8
+    local_copies: int = 4
+    local_scale: float = 0.3
+    local_scales: tuple[float, ...] = (0.8, 1.0, 1.25)
+    sigma: float = 1.0
+    scheme: WitnessScheme = "gaussian"
+
+    def __post_init__(self) -> None:
+        for name in ("proposals", "elite", "local_copies"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if self.local_rounds < 0:
+            raise ValueError(f"local_rounds must be >= 0; got {self.local_rounds}")
+        for name in ("scales", "local_scales"):
+            v = getattr(self, name)
+            if not v or any(not (c > 0 and math.isfinite(c)) for c in v):
+                raise ValueError(f"{name} must be non-empty positive finite factors; got {v}")
+        if not self.local_scale > 0 or not self.sigma > 0:
+            raise ValueError(
+                f"local_scale and sigma must be > 0; got {self.local_scale} and {self.sigma}"
+            )
+
+    def __call__(self, ctx: PricingContext) -> Candidates:
+        d_in = ctx.x.shape[2]
+        base = sample_witnesses(
+            d_in,
+            ctx.widths,
+            self.proposals,
+            sigma=self.sigma,
+            scheme=self.scheme,
+            bias_channel=ctx.bias_channel,
+            generator=ctx.generator,
+            device=ctx.device,
+            dtype=ctx.dtype,
+            x=ctx.x if self.scheme == "calibrated" else None,
+            beta=ctx.beta,
+            steps=ctx.steps if self.scheme == "calibrated" else None,
+        )
+        params = _scale_last(base, self.scales)
+        pats = ctx.spikes(params)
+        scores = ctx.scores(pats)
+        parts, pat_parts, score_parts = [params], [pats], [scores]
+        m_last = ctx.widths[-1]
+        scale = self.local_scale
+        for _ in range(self.local_rounds):
+            all_params = concat_params(parts)
+            all_scores = np.concatenate(score_parts)
+            order = np.argsort(-all_scores, kind="stable")
+            elite: list[int] = []
+            for col in order:
+                k = int(col) // m_last
+                if k not in elite:
+                    elite.append(k)
+                if len(elite) >= self.elite:
+                    break
+            sel = _select(all_params, elite)
+            moved = perturb_witnesses(sel, scale, ctx.generator, self.local_copies)
+            moved = _select(moved, range(len(elite), moved.w_in.shape[0]))  # drop originals
+            moved = _scale_last(moved, self.local_scales)
+            p = ctx.spikes(moved)
+            parts.append(moved)
+            pat_parts.append(p)
+            score_parts.append(ctx.scores(p))
+            scale *= 0.5
+        return Candidates(
+            concat_params(parts), np.concatenate(pat_parts, axis=1), np.concatenate(score_parts)
+        )
+
+
+class EnumeratedPricer:
+    """Exact pricing over a fixed pool of witnesses: every pool pattern is scored.
+
+    With a pool that realizes every pattern of a model class (see
+    :func:`enumerate_patterns`), this is an exact pricing oracle for that class,
+    and column generation ends at the optimum over the pool's dictionary.
+
+    Parameters
+    ----------
+    pool : HiddenParams
+        The witnesses whose patterns are scanned every round.
+    """
+
+    def __init__(self, pool: HiddenParams) -> None:
+        check_hidden_params(pool)
+        self.pool = pool
+        self._patterns: Array | None = None
+
+    def __call__(self, ctx: PricingContext) -> Candidates:
+        if self._patterns is None:
+            self._patterns = ctx.spikes(self.pool)
+        return Candidates(self.pool, self._patterns, ctx.scores(self._patterns))
+
+
+# --------------------------------------------------------------------------- #
+# Enumeration for tiny instances
+# --------------------------------------------------------------------------- #
+def all_binary_patterns(n_rows: int) -> Array:
+    """Every binary column except all-zero and all-ones, shape (n_rows, 2^n_rows - 2), uint8.
+
+    The dictionary of the relaxation over all patterns; ``n_rows <= 20``.
+    """
+    if not isinstance(n_rows, int) or not 1 <= n_rows <= 20:
+        raise ValueError(f"n_rows must be an int in [1, 20]; got {n_rows!r}")
+    codes = np.arange(1, 2**n_rows - 1, dtype=np.int64)
+    return ((codes[None, :] >> np.arange(n_rows)[:, None]) & 1).astype(np.uint8)
+
+
+def enumerate_patterns(
+    x: Tensor | np.ndarray,
+    steps: Sequence[int],
+    widths: Sequence[int],
+    *,
+    samples: int,
+    generator: torch.Generator,
+    scales: Sequence[float] = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0, 5.0, 10.0),
+    sigma: float = 1.0,
+    beta: float = 0.99,
+    bias_channel: bool = True,
+    device: torch.device | str | None = None,
+) -> SpikeDictionary:
+    """Distinct last-layer patterns reachable by dense sampling of witnesses.
+
+    Exhaustive *by sampling*, not exact: ``samples`` random branches, each
+    under every threshold factor in ``scales``, are run and their distinct
+    patterns kept (a :class:`SpikeDictionary` whose witnesses realize them).
+    A pattern reachable only from a tiny region of parameter space can be
+    missed; the count of distinct patterns as ``samples`` grows tells how
+    complete the pool is.
+
+    Parameters
+    ----------
+    x : Tensor of shape (T, n, d)
+    steps : sequence of int
+    widths : sequence of int
+        Hidden widths of the model class.
+    samples : int
+        Random branches drawn.
+    generator : torch.Generator
+    scales, sigma, beta, bias_channel, device
+        Threshold factors, weight scale, kernel settings.
+
+    Returns
+    -------
+    SpikeDictionary
+        Deduplicated patterns; its ``params`` is the pool of witnesses.
+    """
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.to(torch.float64)
+    base = sample_witnesses(
+        int(x.shape[2]),
+        tuple(widths),
+        int(samples),
+        sigma=sigma,
+        bias_channel=bias_channel,
+        generator=generator,
+        dtype=torch.float64,
+    )
+    pool = _scale_last(base, tuple(scales))
+    return build_dictionary(
+        pool, x.to(torch.float64), steps, beta=beta, bias_channel=bias_channel, device=device
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Bounds over all binary patterns
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class PatternBounds:
+    """Lower bounds on the optimum over every binary pattern (hence over every network).
+
+    Attributes
+    ----------
+    primal : float
+        Objective of the point certified.
+    rescaled_dual : float
+        Dual value at ``s u0`` with ``s`` the best value in ``[0, s_max]``,
+        ``s_max = min(1, rho / max_d R°(d^T u0))`` over all ``d`` in
+        ``{0, 1}^n``. Valid for every loss.
+    scale : float
+        The ``s`` used.
+    relaxation : float or None
+        The optimum of the program over all binary patterns (squared loss and
+        l1 only, computed as a projection; a certified lower bound: the dual
+        value of a feasible point), else None.
+    lower_bound : float
+        The larger of the two.
+    distance : float
+        ``primal - lower_bound``: an upper bound on how far ``primal`` is from
+        the optimum over all networks of this kind (and all binary patterns).
+    """
+
+    primal: float
+    rescaled_dual: float
+    scale: float
+    relaxation: float | None
+    lower_bound: float
+    distance: float
+
+
+def _max_over_patterns(u0: Array, penalty: Penalty) -> float:
+    """``max_{d in {0,1}^n} R°(d^T u0)`` (exact for l1, an upper bound for group l2)."""
+    half = 0.5 * np.abs(u0).sum(axis=0)  # per column: sum of the positive part (sum u0 = 0)
+    pos = np.clip(u0, 0, None).sum(axis=0)
+    neg = np.clip(-u0, 0, None).sum(axis=0)
+    per = np.maximum(np.maximum(pos, neg), half)
+    if penalty.name == "l1":
+        return float(per.max())
+    return float(np.sqrt((per**2).sum()))
+
+
+def _project_l1_zero_sum(v: Array, radius: float, iters: int = 100) -> Array:
+    """Euclidean projection of v (n,) onto ``{u : 1^T u = 0, ||u||_1 <= radius}``."""
+    c = v - v.mean()
+    if np.abs(c).sum() <= radius:
+        return c
+
+    def u_of(lam: float) -> Array:
+        lo, hi = float(v.min()) - lam, float(v.max()) + lam
+        for _ in range(iters):  # sum soft(v - mu, lam) is non-increasing in mu
+            mu = 0.5 * (lo + hi)
+            s = np.sign(v - mu) * np.maximum(np.abs(v - mu) - lam, 0.0)
+            if s.sum() > 0:
+                lo = mu
+            else:
+                hi = mu
+        mu = 0.5 * (lo + hi)
+        return np.sign(v - mu) * np.maximum(np.abs(v - mu) - lam, 0.0)
+
+    lo, hi = 0.0, float(v.max() - v.min())
+    for _ in range(iters):  # ||u(lam)||_1 is non-increasing in lam
+        lam = 0.5 * (lo + hi)
+        if np.abs(u_of(lam)).sum() > radius:
+            lo = lam
+        else:
+            hi = lam
+    return u_of(hi)
+
+
+def pattern_bounds(
+    D: Array,
+    Y: Array,
+    W: Array,
+    b: Array | None,
+    rho: float,
+    *,
+    loss: LossName = "squared",
+    penalty: PenaltyName = "l1",
+    heads: tuple[int, ...] | None = None,
+    head_weights: tuple[float, ...] | None = None,
+) -> PatternBounds:
+    """Lower bounds on the optimum of the program over *all* binary patterns.
+
+    Parameters
+    ----------
+    D : ndarray of shape (n, P), uint8
+        The dictionary the point (W, b) lives on.
+    Y : ndarray of shape (n, C) or (n,)
+    W : ndarray of shape (P, C)
+    b : ndarray of shape (C,) or None
+        Intercept at which the primal is taken (None: optimal for W).
+    rho : float
+    loss, penalty, heads, head_weights
+        As in :func:`cvxsnn.solver.solve` (always with a free intercept).
+
+    Returns
+    -------
+    PatternBounds
+
+    Notes
+    -----
+    With ``1^T u = 0`` per output, ``max_{d in {0,1}^n} |d^T u_c| = ||u_c||_1 / 2``
+    (take ``d`` the indicator of the positive entries). So any such ``u`` with
+    ``max_c ||u_c||_1 / 2 <= rho`` (l1) is dual feasible for the dictionary of
+    every binary pattern, and its dual value lower-bounds the optimum over every
+    dictionary, in particular over every realizable spike pattern of any
+    witness. Every network of this architecture (its readout on last-layer
+    spikes, penalty ``rho`` times the l1 norm of the readout with hidden weights
+    normalized) is a point of the program over some sub-dictionary, so its
+    objective is at least the bound. For group l2, ``max_d ||d^T U||_2`` is
+    replaced by the upper bound ``(sum_c (||u_c||_1/2)^2)^{1/2}``, which keeps
+    the point feasible.
+
+    For the squared loss with l1 the program separates over outputs and its
+    dual over all patterns is ``max_u u^T y - n ||u||^2 / (2 w)`` subject to
+    ``1^T u = 0``, ``||u||_1 <= 2 rho``: the projection of ``w y / n`` onto
+    that set, computed by nested bisection. Its dual value is ``relaxation``.
+    The bound is loose by construction: the label pattern ``1[y > 0]`` is one
+    of the binary columns, so the relaxation can fit the labels at the cost of
+    one atom.
+    """
+    lo = make_loss(loss, np.asarray(Y).reshape(len(Y), -1).shape[1], heads, head_weights)
+    pe = make_penalty(penalty)
+    Yv = check_targets_array(Y, D.shape[0])
+    W = np.asarray(W, dtype=np.float64).reshape(D.shape[1], -1)
+    u0, b_opt = dual_direction(D, Yv, W, lo, b)
+    Z = D.astype(np.float64) @ W if D.shape[1] else np.zeros_like(Yv)
+    b_eval = b_opt if b is None else np.asarray(b, dtype=np.float64)
+    primal = lo.value(Z + b_eval, Yv) + rho * pe.value(W)
+    M = _max_over_patterns(u0, pe)
+    s_max = 1.0 if M <= rho else rho / M
+    s = s_max
+    if lo.name == "squared":  # dual(s u0) = s a - s^2 q is concave: take its best s <= s_max
+        w = lo.column_weights
+        pos = w > 0
+        a = float(np.einsum("ic,ic->", u0[:, pos], Yv[:, pos]))
+        q = float(np.einsum("ic,ic->c", u0[:, pos], u0[:, pos]) @ (len(Yv) / (2 * w[pos])))
+        if q > 0 and a > 0:
+            s = min(s_max, a / (2 * q))
+    rescaled = lo.dual(s * u0, Yv)
+    relax = None
+    if lo.name == "squared" and pe.name == "l1":
+        n = len(Yv)
+        U = np.zeros_like(Yv)
+        for c, wc in enumerate(lo.column_weights):
+            if wc <= 0:
+                continue
+            uc = _project_l1_zero_sum(wc * Yv[:, c] / n, 2.0 * rho)
+            uc = uc - uc.mean()  # exact feasibility of the bisection's point
+            l1 = np.abs(uc).sum()
+            if l1 > 2.0 * rho:
+                uc = uc * (2.0 * rho / l1)
+            U[:, c] = uc
+        relax = lo.dual(U, Yv)
+    best = rescaled if relax is None else max(rescaled, relax)
+    return PatternBounds(
+        primal=float(primal),
+        rescaled_dual=float(rescaled),
+        scale=float(s),
+        relaxation=None if relax is None else float(relax),
+        lower_bound=float(best),
+        distance=float(primal - best),
+    )
+
+
+# --------------------------------------------------------------------------- #
+# The loop
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class CGRound:
+    """One round of column generation (round 0 is the solve on the initial dictionary).
+
+    Attributes
+    ----------
+    round : int
+    primal, dual, gap : float
+        Certificate of the solve on the dictionary of this round.
+    n_atoms : int
+        P of this round's dictionary.
+    max_score : float
+        Largest ``R°(d^T u0)`` among the candidates examined after this solve
+        (``nan`` when no search ran); a violation when above ``rho``.
+    atoms_added : int
+        Atoms the search added after this solve.
+    n_examined : int
+        Candidate patterns scored after this solve.
+    time_s : float
+        Solve plus search time of the round.
+    """
+
+    round: int
+    primal: float
+    dual: float
+    gap: float
+    n_atoms: int
+    max_score: float
+    atoms_added: int
+    n_examined: int
+    time_s: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CGResult:
+    """Result of :func:`column_generation`.
+
+    Attributes
+    ----------
+    params : HiddenParams
+        The initial witnesses followed by the appended branches.
+    dictionary : SpikeDictionary
+        The final dictionary (built from ``params`` with the one kernel).
+    solve : SolveResult
+        The final solve on it.
+    rounds : tuple of CGRound
+    stop_reason : {"no_violation", "no_improvement", "max_rounds", "no_new_atom"}
+    rho : float
+    n_examined : int
+        Distinct candidate patterns kept for the examined-set certificate.
+    examined_capped : bool
+        Whether more candidates were examined than kept (``max_examined``).
+    examined_max_score : float
+        ``max R°(d^T u0)`` over the kept examined patterns at the final ``u0``.
+    examined_gap : float
+        Duality gap of the final solution over the final dictionary plus every
+        kept examined pattern (the dual point rescaled over both sets).
+    bounds : PatternBounds
+        Lower bounds over all binary patterns.
+    """
+
+    params: HiddenParams
+    dictionary: SpikeDictionary
+    solve: SolveResult
+    rounds: tuple[CGRound, ...]
+    stop_reason: StopReason
+    rho: float
+    n_examined: int
+    examined_capped: bool
+    examined_max_score: float
+    examined_gap: float
+    bounds: PatternBounds
+    log: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (rounds, stop reason, certificates)."""
+        return {
+            "rho": self.rho,
+            "stop_reason": self.stop_reason,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "P": self.dictionary.n_atoms,
+            "branches": int(self.params.w_in.shape[0]),
+            "primal": float(self.solve.primal),
+            "gap": float(self.solve.gap),
+            "n_examined": self.n_examined,
+            "examined_capped": self.examined_capped,
+            "examined_max_score": self.examined_max_score,
+            "examined_gap": self.examined_gap,
+            "bounds": dict(self.bounds.__dict__),
+        }
+
+
+def column_generation(
+    params0: HiddenParams,
+    x: Tensor | np.ndarray,
+    steps: Sequence[int],
+    Y: Array,
+    rho: float,
+    *,
+    generator: torch.Generator,
+    pricer: Pricer | None = None,
+    max_rounds: int = 10,
+    atoms_per_round: int = 16,
+    loss: LossName = "squared",
+    penalty: PenaltyName = "l1",
+    heads: tuple[int, ...] | None = None,
+    head_weights: tuple[float, ...] | None = None,
+    beta: float = 0.99,
+    bias_channel: bool = True,
+    tol: float = 1e-6,
+    violation_tol: float = 1e-6,
+    improve_tol: float = 1e-9,
+    max_examined: int = 100_000,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    callback: Callable[[CGRound, SolveResult, SpikeDictionary], None] | None = None,
+) -> CGResult:
+    """Solve, price, append violating atoms, re-solve warm; repeat.
+
+    Parameters
+    ----------
+    params0 : HiddenParams
+        Initial witnesses (K branches, widths ``(m_1, ..., m_{L-1})``).
+    x : Tensor of shape (T, n, d)
+        Training inputs.
+    steps : sequence of int
+        Supervised steps.
+    Y : ndarray of shape (S n, C) or (S n,)
+        Targets, step-major rows (see :func:`cvxsnn.pipeline.encode_targets`).
+    rho : float
+        Regularization strength (> 0).
+    generator : torch.Generator
+        Source of all randomness of the search.
+    pricer : Pricer, optional
+        Proposes witnessed candidates; :class:`RandomSearch` by default.
+    max_rounds : int
+        Pricing rounds at most (``>= 0``; 0 only solves).
+    atoms_per_round : int
+        Largest number of new atoms per round (the best distinct violators).
+    loss, penalty, heads, head_weights, tol
+        The program and the solver tolerance (a free intercept always).
+    beta, bias_channel
+        Kernel settings of the dictionary.
+    violation_tol : float
+        A candidate is accepted when ``R°(d^T u0) > rho (1 + violation_tol)``.
+    improve_tol : float
+        Stop when a round lowers the primal by less than
+        ``improve_tol * max(1, |primal|)``.
+    max_examined : int
+        Distinct examined patterns kept for the examined-set certificate.
+    device : torch.device or str, optional
+        Where the witnesses run.
+    progress : bool
+        One line per round on stderr.
+    callback : callable, optional
+        Called after every round with the round, its solve and its dictionary.
+
+    Returns
+    -------
+    CGResult
+
+    Notes
+    -----
+    The primal objective is non-increasing across rounds: old atoms keep their
+    indices when the dictionary is rebuilt, so the old solution padded with
+    zeros is feasible with the same objective; the re-solve starts there, and
+    should it end higher (it stops at a duality gap, not at the exact
+    optimum), the padded old solution is kept instead. Stops when no candidate
+    violates dual feasibility (``"no_violation"``), when no accepted
+    candidate is new (``"no_new_atom"``), when the objective stops improving
+    (``"no_improvement"``) or after ``max_rounds``.
+    """
+    _, _, widths = check_hidden_params(params0)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    if not isinstance(max_rounds, int) or max_rounds < 0:
+        raise ValueError(f"max_rounds must be an int >= 0; got {max_rounds!r}")
+    if not isinstance(atoms_per_round, int) or atoms_per_round < 1:
+        raise ValueError(f"atoms_per_round must be an int >= 1; got {atoms_per_round!r}")
+    if not (violation_tol >= 0 and improve_tol >= 0):
+        raise ValueError(
+            f"violation_tol and improve_tol must be >= 0; got {violation_tol} and {improve_tol}"
+        )
+    pricer = RandomSearch() if pricer is None else pricer
+    x = torch.as_tensor(x)
+    x = x.to(torch.float64) if not x.is_floating_point() else x
+    dev = torch.device(device) if device is not None else None
+    steps = tuple(int(s) for s in steps)
+    dic = build_dictionary(params0, x, steps, beta=beta, bias_channel=bias_channel, device=dev)
+    Yv = check_targets_array(Y, dic.n_rows)
+    lo = make_loss(loss, Yv.shape[1], heads, head_weights)
+    pe = make_penalty(penalty)
+    solver_device = None if dev is None or dev.type == "cpu" else str(dev)
+    kw: dict[str, Any] = dict(
+        loss=loss,
+        penalty=penalty,
+        heads=heads,
+        head_weights=head_weights,
+        tol=tol,
+        device=solver_device,
+    )
+    params = params0
+    res = solve(dic.atoms, Yv, rho, **kw)
+    known = dict.fromkeys(_keys(dic.atoms))
+    examined: dict[bytes, None] = {}
+    ex_cols: list[Array] = []
+    capped = False
+    rounds: list[CGRound] = []
+    stop: StopReason = "max_rounds"
+    t_round = time.perf_counter()
+    for r in range(max_rounds + 1):
+        u0, _ = dual_direction(dic.atoms, Yv, res.coef, lo, res.intercept)
+        if r == max_rounds:
+            rounds.append(_round(r, res, dic, math.nan, 0, 0, t_round))
+            break
+        ctx = PricingContext(
+            x=x,
+            steps=steps,
+            widths=widths,
+            beta=beta,
+            bias_channel=bias_channel,
+            u0=u0,
+            rho=float(rho),
+            penalty=pe,
+            generator=generator,
+            device=dev,
+            dtype=params0.w_in.dtype,
+        )
+        cand = pricer(ctx)
+        keys = _keys(cand.patterns)
+        for j, key in enumerate(keys):  # keep distinct examined patterns (capped)
+            if key not in examined and key not in known:
+                if len(examined) < max_examined:
+                    examined[key] = None
+                    ex_cols.append(cand.patterns[:, j])
+                else:
+                    capped = True
+        max_score = float(cand.scores.max()) if cand.scores.size else 0.0
+        order = np.argsort(-cand.scores, kind="stable")
+        chosen: list[int] = []
+        seen: set[bytes] = set()
+        for j in order:
+            if cand.scores[j] <= rho * (1.0 + violation_tol) or len(chosen) >= atoms_per_round:
+                break
+            if keys[j] in known or keys[j] in seen:
+                continue
+            seen.add(keys[j])
+            chosen.append(int(j))
+        if max_score <= rho * (1.0 + violation_tol):
+            rounds.append(_round(r, res, dic, max_score, 0, len(keys), t_round))
+            stop = "no_violation"
+            break
+        if not chosen:
+            rounds.append(_round(r, res, dic, max_score, 0, len(keys), t_round))
+            stop = "no_new_atom"
+            break
+        m_last = widths[-1]
+        by_branch: dict[int, list[int]] = {}
+        for j in chosen:
+            by_branch.setdefault(j // m_last, []).append(j % m_last)
+        new = [_masked_branch(cand.params, k, sorted(js)) for k, js in sorted(by_branch.items())]
+        new_params = concat_params([params, *[_to(p, params) for p in new]])
+        new_dic = build_dictionary(
+            new_params, x, steps, beta=beta, bias_channel=bias_channel, device=dev
+        )
+        W0 = _carry_over(dic, new_dic, res.coef)
+        added = new_dic.n_atoms - dic.n_atoms
+        rounds.append(_round(r, res, dic, max_score, added, len(keys), t_round))
+        if callback is not None:
+            callback(rounds[-1], res, dic)
+        if progress:
+            _print_round(rounds[-1], rho)
+        t_round = time.perf_counter()
+        new_res = solve(new_dic.atoms, Yv, rho, W0=W0, b0=res.intercept, **kw)
+        if new_res.primal > res.primal:  # keep the feasible padded old point
+            new_res = _padded_result(new_dic.atoms, Yv, W0, rho, res, kw)
+        improved = res.primal - new_res.primal
+        params, dic, res = new_params, new_dic, new_res
+        known.update(dict.fromkeys(_keys(dic.atoms)))
+        if improved < improve_tol * max(1.0, abs(res.primal)):
+            u0, _ = dual_direction(dic.atoms, Yv, res.coef, lo, res.intercept)
+            rounds.append(_round(r + 1, res, dic, math.nan, 0, 0, t_round))
+            stop = "no_improvement"
+            break
+    if callback is not None and rounds:
+        callback(rounds[-1], res, dic)
+    if progress and rounds:
+        _print_round(rounds[-1], rho)
+    ex_max, ex_gap = _examined_certificate(dic.atoms, ex_cols, Yv, res, u0, lo, pe, rho)
+    bounds = pattern_bounds(
+        dic.atoms,
+        Yv,
+        res.coef,
+        res.intercept,
+        rho,
+        loss=loss,
+        penalty=penalty,
+        heads=heads,
+        head_weights=head_weights,
+    )
+    return CGResult(
+        params=params,
+        dictionary=dic,
+        solve=res,
+        rounds=tuple(rounds),
+        stop_reason=stop,
+        rho=float(rho),
+        n_examined=len(ex_cols),
+        examined_capped=capped,
+        examined_max_score=ex_max,
+        examined_gap=ex_gap,
+        bounds=bounds,
+        log=[r.to_dict() for r in rounds],
+    )
+
+
+def _to(p: HiddenParams, like: HiddenParams) -> HiddenParams:
+    dev, dt = like.w_in.device, like.w_in.dtype
+    return HiddenParams(
+        p.w_in.to(dev, dt),
+        tuple(w.to(dev, dt) for w in p.w_hidden),
+        tuple(t.to(dev, dt) for t in p.thetas),
+    )
+
+
+def _carry_over(old: SpikeDictionary, new: SpikeDictionary, coef: Array) -> Array:
+    """The old coefficients on the new dictionary's atoms (zeros on new atoms)."""
+    W0 = np.zeros((new.n_atoms, coef.shape[1]))
+    P = old.n_atoms
+    if new.n_atoms >= P and np.array_equal(new.atoms[:, :P], old.atoms):
+        W0[:P] = coef
+        return W0
+    index = {k: i for i, k in enumerate(_keys(new.atoms))}  # robust fallback: match by pattern
+    for i, k in enumerate(_keys(old.atoms)):
+        if k in index:
+            W0[index[k]] += coef[i]
+    return W0
+
+
+def _padded_result(
+    D: Array, Y: Array, W0: Array, rho: float, old: SolveResult, kw: dict[str, Any]
+) -> SolveResult:
+    """A SolveResult for the padded old point, certified on the new dictionary."""
+    from dataclasses import replace
+
+    from cvxsnn.solver import duality_gap
+
+    cert = duality_gap(
+        D,
+        Y,
+        W0,
+        None,
+        rho,
+        loss=kw["loss"],
+        penalty=kw["penalty"],
+        heads=kw["heads"],
+        head_weights=kw["head_weights"],
+    )
+    return replace(
+        old,
+        coef=W0,
+        intercept=cert.intercept,
+        primal=cert.primal,
+        dual=cert.dual,
+        gap=cert.gap,
+        rel_gap=cert.rel_gap,
+        converged=bool(cert.gap <= old.tol * max(1.0, abs(cert.primal))),
+        support=np.flatnonzero(np.any(W0 != 0, axis=1)),
+    )
+
+
+def _examined_certificate(
+    D: Array,
+    ex_cols: list[Array],
+    Y: Array,
+    res: SolveResult,
+    u0: Array,
+    lo: Loss,
+    pe: Penalty,
+    rho: float,
+) -> tuple[float, float]:
+    """Max score over examined patterns and the gap over dictionary + examined patterns."""
+    m_d = float(pattern_scores(D, u0, pe).max()) if D.shape[1] else 0.0
+    m_e = 0.0
+    for a in range(0, len(ex_cols), 8192):
+        block = np.stack(ex_cols[a : a + 8192], axis=1)
+        m_e = max(m_e, float(pattern_scores(block, u0, pe).max()))
+    M = max(m_d, m_e)
+    s = 1.0 if M <= rho else rho / M
+    dual = lo.dual(s * u0, Y)
+    return m_e, float(res.primal - dual)
+
+
+def _round(
+    r: int,
+    res: SolveResult,
+    dic: SpikeDictionary,
+    max_score: float,
+    added: int,
+    n_examined: int,
+    t0: float,
+) -> CGRound:
+    return CGRound(
+        round=r,
+        primal=float(res.primal),
+        dual=float(res.dual),
+        gap=float(res.gap),
+        n_atoms=dic.n_atoms,
+        max_score=float(max_score),
+        atoms_added=int(added),
+        n_examined=int(n_examined),
+        time_s=float(time.perf_counter() - t0),
+    )
+
+
+def _print_round(rd: CGRound, rho: float) -> None:
+    print(
+        f"[cvxsnn] cg round {rd.round}: primal={rd.primal:.6e} gap={rd.gap:.1e} "
+        f"P={rd.n_atoms} max_score/rho={rd.max_score / rho:.4f} added={rd.atoms_added} "
+        f"examined={rd.n_examined} ({rd.time_s:.2f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
