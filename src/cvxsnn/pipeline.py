@@ -310,8 +310,9 @@ def fit_convex(
             )
             if top <= RHO_MAX_FLOOR:
                 # rho_max is rounding noise: no atom correlates with the residual of the
-                # intercept-only fit, so W = 0 is optimal for every rho; certify it once.
-                rhos = np.array([RHO_MAX_FLOOR])
+                # intercept-only fit, so W = 0 is optimal for every rho > 0; certify it once
+                # at rho = 1 (far above the float64 resolution of the dual constraint).
+                rhos = np.array([1.0])
             else:
                 rhos = top * np.geomspace(1.0, config.rho_min_ratio, config.n_rhos + 1)[1:]
             best, best_acc, W0, b0, since_best = None, -1.0, None, None, 0
