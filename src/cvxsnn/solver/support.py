@@ -39,7 +39,12 @@ def _null_basis(M: Array) -> Array:
         return np.zeros((0, 0))
     if M.shape[0] == 0:
         return np.eye(M.shape[1])
-    return null_space(M, rcond=max(M.shape) * np.finfo(np.float64).eps * 10)
+    rcond = max(M.shape) * np.finfo(np.float64).eps * 10
+    if M.shape[0] > 2 * M.shape[1]:
+        # Tall M (rows >> support): its R factor has the same singular values and null space,
+        # and the SVD then costs O(k^3) instead of O(n k^2).
+        M = np.linalg.qr(M, mode="r")
+    return null_space(M, rcond=rcond)
 
 
 def _reduce(A: Array, E: Array, lam: Array, c: Array) -> tuple[Array, Array]:
