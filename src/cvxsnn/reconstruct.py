@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cvxsnn.dictionary import SpikeDictionary, _check_steps, _check_x
+from cvxsnn.dictionary import CACHE_STEP_BYTES, SpikeDictionary, _check_steps, _check_x
 from cvxsnn.network import HiddenParams, NetConfig, ParallelLIFNet
 from cvxsnn.witnesses import check_hidden_params, named_tensors
 
@@ -282,7 +282,7 @@ def verify_reconstruction(
     *,
     atol: float = 1e-9,
     margin_warn: float = 1e-6,
-    chunk_rows: int = 4096,
+    chunk_rows: int | None = None,
 ) -> ReconstructionReport:
     """Check a reconstructed network against its dictionary on the training data.
 
@@ -305,8 +305,9 @@ def verify_reconstruction(
     margin_warn : float
         Warn (:class:`SmallMarginWarning`) when the smallest ``|U - theta|``
         is below this.
-    chunk_rows : int
-        Samples per forward pass.
+    chunk_rows : int, optional
+        Samples per forward pass; by default one (B, K', m) float64 step
+        tensor is about ``CACHE_STEP_BYTES`` (cache-sized, as in the dictionary).
 
     Returns
     -------
@@ -341,6 +342,8 @@ def verify_reconstruction(
     out = np.empty((S, n, net.config.n_out), dtype=np.float64)
     best = (np.inf, (-1, -1, -1, -1, -1))
     real_t = torch.as_tensor(real, device=net64.device)
+    if chunk_rows is None:
+        chunk_rows = max(16, CACHE_STEP_BYTES // (8 * Kp * max(net.config.widths)))
     with torch.no_grad():
         for a in range(0, n, chunk_rows):
             b = min(a + chunk_rows, n)
