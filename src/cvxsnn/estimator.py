@@ -41,7 +41,15 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from cvxsnn.dictionary import SpikeDictionary, build_dictionary
 from cvxsnn.network import HiddenParams, NetConfig, ParallelLIFNet, decode_outputs
 from cvxsnn.reconstruct import ReconstructionReport, reconstruct, verify_reconstruction
-from cvxsnn.solver import Certificate, SolveResult, duality_gap, reduce_support, rho_max, solve
+from cvxsnn.solver import (
+    RHO_MAX_FLOOR,
+    Certificate,
+    SolveResult,
+    duality_gap,
+    reduce_support,
+    rho_max,
+    solve,
+)
 from cvxsnn.solver.losses import make_loss
 from cvxsnn.witnesses import check_hidden_params, sample_witnesses
 
@@ -64,8 +72,6 @@ PATH_PATIENCE = 3
 #: Fewer samples than this: no validation split; rho = SMALL_N_RHO_RATIO * rho_max.
 MIN_SAMPLES_FOR_SPLIT = 10
 SMALL_N_RHO_RATIO = 1e-2
-#: rho_max at or below this is rounding noise: W = 0 is then taken as optimal for every rho.
-RHO_MAX_FLOOR = 1e-10
 
 #: scikit-learn estimator checks that the estimators do not pass, with the reason.
 #: Pass it as ``check_estimator(est, expected_failed_checks=EXPECTED_FAILED_CHECKS)``.

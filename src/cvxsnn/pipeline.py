@@ -51,8 +51,6 @@ PENALTIES: tuple[str, ...] = get_args(PenaltyName)
 WITNESS_SCHEMES: tuple[str, ...] = get_args(WitnessScheme)
 DEFAULT_STEPS = {"xor": 6, "addition": 6, "mnist-seq": 28, "custom": None}
 RECORD_VERSION = 1
-#: rho_max at or below this is rounding noise (W = 0 is optimal for every rho).
-RHO_MAX_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -271,7 +269,7 @@ def fit_convex(
     """Dictionary, convex solve (rho path selected on validation), reduction, reconstruction."""
     from cvxsnn.dictionary import build_dictionary
     from cvxsnn.reconstruct import reconstruct, verify_reconstruction
-    from cvxsnn.solver import duality_gap, reduce_support, rho_max, solve
+    from cvxsnn.solver import RHO_MAX_FLOOR, duality_gap, reduce_support, rho_max, solve
 
     device = torch.device(config.device)
     train, val = task.train, task.val

@@ -8,7 +8,14 @@ l1 or row-wise group l2 penalty. Every solve returns a duality-gap certificate;
 """
 
 from cvxsnn.solver.certificate import Certificate, Dictionary, duality_gap, prepare_dictionary
-from cvxsnn.solver.engine import STOP_RULE, ConvergenceWarning, SolveResult, rho_max, solve
+from cvxsnn.solver.engine import (
+    RHO_MAX_FLOOR,
+    STOP_RULE,
+    ConvergenceWarning,
+    SolveResult,
+    rho_max,
+    solve,
+)
 from cvxsnn.solver.losses import LOSSES
 from cvxsnn.solver.path import rho_grid, solve_path
 from cvxsnn.solver.penalties import PENALTIES
@@ -17,6 +24,7 @@ from cvxsnn.solver.support import reduce_support
 __all__ = [
     "LOSSES",
     "PENALTIES",
+    "RHO_MAX_FLOOR",
     "STOP_RULE",
     "Certificate",
     "ConvergenceWarning",

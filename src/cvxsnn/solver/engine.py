@@ -50,6 +50,10 @@ Array = NDArray[np.float64]
 STOP_RULE = "gap <= tol * max(1, |primal|)"
 
 
+#: rho_max at or below this is rounding noise: W = 0 is then optimal for every rho > 0.
+RHO_MAX_FLOOR = 1e-10
+
+
 class ConvergenceWarning(UserWarning):
     """A solve stopped before its duality gap met the stopping rule."""
 
