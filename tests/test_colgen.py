@@ -12,12 +12,19 @@ from hypothesis import strategies as st
 
 from cvxsnn.colgen import (
     EnumeratedPricer,
+    PricingContext,
     RandomSearch,
+    SurrogateAscent,
     all_binary_patterns,
     column_generation,
+    dual_direction,
     enumerate_patterns,
+    enumerate_realizable_patterns,
     pattern_bounds,
 )
+from cvxsnn.dictionary import last_layer_spikes
+from cvxsnn.solver.losses import make_loss
+from cvxsnn.solver.penalties import make_penalty
 from cvxsnn.reconstruct import reconstruct, verify_reconstruction
 from cvxsnn.solver import rho_max, solve
 from cvxsnn.witnesses import sample_witnesses
@@ -36,12 +43,52 @@ def _xor(T: int, n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tiny():
-    """n = 10 samples, T = 4, one hidden layer of width 2; pool by dense sampling."""
+    """n = 10 samples, T = 4, one hidden layer of width 2; every realizable pattern."""
     x, y = _xor(4, 10, seed=0)
     steps = (3,)
-    pool = enumerate_patterns(x, steps, (2,), samples=3000, generator=_gen(1))
+    pool = enumerate_realizable_patterns(x, steps, width=2)
     rho = 0.1 * rho_max(all_binary_patterns(10), y)
     return x, y, steps, pool, rho
+
+
+def _cols(D: np.ndarray) -> set[bytes]:
+    return {D[:, j].tobytes() for j in range(D.shape[1])}
+
+
+def test_exact_enumeration_contains_every_sampled_pattern(tiny):
+    x, _, steps, pool, _ = tiny
+    sampled = enumerate_patterns(x, steps, (2,), samples=3000, generator=_gen(1))
+    exact = _cols(pool.atoms)
+    assert _cols(sampled.atoms) <= exact
+    # dense sampling misses patterns that the exact search finds (30 of 41 here)
+    assert len(exact) > sampled.n_atoms
+    # the pool's witnesses realize the atoms under the one kernel, width 2 per branch
+    assert pool.params.w_in.shape[2] == 2
+    spikes = last_layer_spikes(pool.params, x, steps)
+    assert exact <= _cols(spikes)
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(2, 6), T=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_exact_enumeration_covers_random_witnesses(n, T, seed):
+    """Any witness's pattern on random inputs is among the enumerated ones."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.integers(0, 2, size=(T, n, 2)).astype(np.float64))
+    pool = enumerate_realizable_patterns(x, (T - 1,), width=1)
+    exact = _cols(pool.atoms)
+    w = sample_witnesses(2, (8,), 16, sigma=2.0, generator=_gen(seed))
+    got = last_layer_spikes(w, x, (T - 1,))
+    nonconst = [j for j in range(got.shape[1]) if 0 < got[:, j].sum() < n]
+    assert {got[:, j].tobytes() for j in nonconst} <= exact
+    # the all-pattern lower bounds never exceed the global optimum over realizable patterns
+    y = rng.normal(size=n)
+    if pool.n_atoms and rho_max(pool.atoms, y) > 1e-9:
+        rho = 0.3 * rho_max(pool.atoms, y)
+        opt = solve(pool.atoms, y, rho, tol=1e-12)
+        sub = pool.atoms[:, :1]
+        fit = solve(sub, y, rho, tol=1e-12)
+        b = pattern_bounds(sub, y, fit.coef, fit.intercept, rho)
+        assert b.lower_bound <= opt.primal + 1e-10
 
 
 def test_all_binary_patterns_are_distinct_and_complete():
@@ -78,7 +125,7 @@ def test_exact_pricing_reaches_enumerated_optimum(tiny):
 
 
 def test_heuristic_search_distance_to_enumerated_optimum(tiny):
-    """The random search never sees the pool; report how far it ends from the pool optimum."""
+    """The random search never sees the pool; report how far it ends from the exact optimum."""
     x, y, steps, pool, rho = tiny
     opt = solve(pool.atoms, y, rho, tol=1e-10)
     p0 = sample_witnesses(2, (2,), 2, generator=_gen(2))
@@ -96,11 +143,66 @@ def test_heuristic_search_distance_to_enumerated_optimum(tiny):
     )
     start = res.rounds[0].primal
     assert res.solve.primal < start  # the search found violators on this instance
-    # distance to the sampled optimum (can be < 0 only if the search found patterns the
-    # pool missed); never below the all-patterns bound
+    # every pattern is in the pool, so the search cannot end below its optimum; measured
+    # 1.4e-4 above it (0.07% of the initial distance)
     distance = res.solve.primal - opt.primal
-    assert distance <= 0.05 * (start - opt.primal)
-    assert res.solve.primal >= res.bounds.lower_bound - 1e-12
+    assert -1e-10 <= distance <= 0.05 * (start - opt.primal)
+    assert res.bounds.lower_bound <= opt.primal + 1e-12
+
+
+def test_surrogate_ascent_patterns_are_exact_and_cg_monotone(tiny):
+    x, y, steps, pool, rho = tiny
+    opt = solve(pool.atoms, y, rho, tol=1e-10)
+    p0 = sample_witnesses(2, (2,), 2, generator=_gen(2))
+    res = column_generation(
+        p0,
+        x,
+        steps,
+        y,
+        rho,
+        generator=_gen(4),
+        pricer=SurrogateAscent(base=RandomSearch(proposals=16), starts=4, iters=10),
+        max_rounds=6,
+        atoms_per_round=3,
+        tol=1e-10,
+    )
+    primals = [r.primal for r in res.rounds]
+    assert all(b <= a + 1e-15 for a, b in itertools.pairwise(primals))
+    assert primals[-1] < primals[0]
+    assert res.solve.primal >= opt.primal - 1e-10  # never below the global optimum
+    assert res.bounds.lower_bound <= opt.primal + 1e-12
+
+
+def test_surrogate_ascent_raises_scores_from_random_starts():
+    """From random starts (no base search) the ascent's exact patterns score higher."""
+    x, y = _xor(6, 200, seed=3)
+    steps = (5,)
+    p0 = sample_witnesses(2, (8, 8), 2, generator=_gen(1))
+    from cvxsnn.dictionary import build_dictionary
+
+    dic = build_dictionary(p0, x, steps)
+    sol = solve(dic.atoms, y, 0.02)
+    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
+    ctx = PricingContext(
+        x=x,
+        steps=steps,
+        widths=(8, 8),
+        beta=0.99,
+        bias_channel=True,
+        u0=u0,
+        rho=0.02,
+        penalty=make_penalty("l1"),
+        generator=_gen(9),
+        device=None,
+        dtype=torch.float64,
+    )
+    asc = SurrogateAscent(base=None, starts=8, iters=40, check_every=40, scales=(1.0,))
+    cand = asc(ctx)
+    starts = sample_witnesses(2, (8, 8), 8, generator=_gen(9))  # same draw as the pricer's
+    base = ctx.scores(ctx.spikes(starts))
+    # every returned pattern is the kernel's pattern of its returned witness
+    assert np.array_equal(cand.patterns, ctx.spikes(cand.params))
+    assert np.sort(cand.scores)[-8:].mean() > np.sort(base)[-8:].mean()
 
 
 def test_deep_cg_is_monotone_and_reconstruction_exact():
@@ -176,3 +278,11 @@ def test_bad_arguments():
         RandomSearch(proposals=0)
     with pytest.raises(ValueError, match="n_rows"):
         all_binary_patterns(0)
+    with pytest.raises(ValueError, match="iters"):
+        SurrogateAscent(iters=0)
+    with pytest.raises(ValueError, match="layers"):
+        SurrogateAscent(layers="first")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps"):
+        enumerate_realizable_patterns(x, (3,))
+    with pytest.raises(RuntimeError, match="max_nodes"):
+        enumerate_realizable_patterns(x, (2,), max_nodes=3)
