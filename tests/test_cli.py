@@ -29,6 +29,8 @@ def test_help_lists_commands(capsys):
         (["train", "--rho", "-1"], "--rho must be a finite number > 0; got -1"),
         (["train", "--depth", "1"], "depth (L) must be >= 2"),
         (["train", "--task", "custom"], "data must name a FILE.npz when task is 'custom'"),
+        (["train", "--cg-atoms", "0"], "--cg-atoms must be >= 1; got 0"),
+        (["train", "--cg-pricer", "x"], "argument --cg-pricer: invalid choice: 'x'"),
     ],
 )
 def test_bad_arguments_give_one_line(argv, message, capsys):

@@ -23,10 +23,10 @@ from cvxsnn.colgen import (
     pattern_bounds,
 )
 from cvxsnn.dictionary import last_layer_spikes
-from cvxsnn.solver.losses import make_loss
-from cvxsnn.solver.penalties import make_penalty
 from cvxsnn.reconstruct import reconstruct, verify_reconstruction
 from cvxsnn.solver import rho_max, solve
+from cvxsnn.solver.losses import make_loss
+from cvxsnn.solver.penalties import make_penalty
 from cvxsnn.witnesses import sample_witnesses
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -166,6 +167,69 @@ def test_sg_cvx_and_sg_sg_run(tmp_path):
     assert rec2["sg"]["total_epochs"] >= rec2["sg"]["sg_epochs"]
 
 
+def test_cvx_cg_grows_the_dictionary_certified_and_exact():
+    base = dict(
+        task="xor", steps=10, depth=3, branches=2, width=8, n_train=200, n_val=100, n_test=200
+    )
+    cvx = train(TrainConfig(**base, method="cvx", n_rhos=4), progress=False)
+    rec = train(
+        TrainConfig(**base, method="cvx-cg", n_rhos=4, cg_rounds=3, cg_atoms=8, cg_proposals=16),
+        progress=False,
+    ).record
+    cg = rec["column_generation"]
+    # the path and its selected rho are those of CVX; CG starts from its solution
+    assert rec["rho"] == pytest.approx(cvx.record["rho"])
+    assert cg["P_initial"] == cvx.record["P"]
+    assert cg["rounds"][0]["primal"] == pytest.approx(cvx.convex.solve.primal, rel=1e-9)
+    primals = [r["primal"] for r in cg["rounds"]]
+    assert all(b <= a + 1e-15 for a, b in itertools.pairwise(primals))
+    assert primals[-1] < primals[0] and rec["P"] > cvx.record["P"]
+    assert all(r["val_acc"] is not None for r in cg["rounds"])
+    # the returned network is certified and rebuilt exactly on the grown dictionary
+    assert rec["rel_gap"] <= 1e-6 and rec["certified"]
+    assert rec["reconstruction"]["spikes_identical"]
+    assert rec["reconstruction"]["max_abs_error"] <= 1e-9
+    # lower bounds: over the examined patterns, and (looser) over all binary patterns
+    assert cg["bounds"]["lower_bound"] <= cg["examined_lower_bound"] + 1e-12
+    assert cg["examined_lower_bound"] <= cg["primal"] + 1e-12
+
+
+def test_sg_cvx_cg_runs_with_random_search():
+    rec = train(
+        TrainConfig(
+            task="xor",
+            steps=6,
+            branches=2,
+            width=8,
+            n_train=200,
+            n_val=100,
+            n_test=100,
+            epochs=2,
+            method="sg-cvx-cg",
+            n_rhos=3,
+            cg_rounds=2,
+            cg_atoms=4,
+            cg_pricer="random",
+            cg_proposals=8,
+        ),
+        progress=False,
+    ).record
+    assert rec["sg"]["sg_epochs"] >= 1
+    assert rec["column_generation"]["pricer"] == "random"
+    assert rec["rel_gap"] <= 1e-6 and rec["reconstruction"]["spikes_identical"]
+
+
+def test_new_fields_at_default_keep_earlier_run_hashes():
+    """Hashes of runs recorded before column generation existed stay valid."""
+    from cvxsnn.network import config_hash
+    from cvxsnn.pipeline import LATE_FIELDS
+
+    cfg = TrainConfig(task="xor", method="cvx", branches=64)
+    before = {k: v for k, v in cfg.to_dict().items() if k not in LATE_FIELDS}
+    assert cfg.hash() == config_hash(before)
+    assert TrainConfig(method="cvx-cg", cg_rounds=3).hash() != TrainConfig(method="cvx-cg").hash()
+
+
 def test_cli_train_custom_and_predict(tmp_path, capsys):
     task = make_task("xor", steps=5, n_train=300, n_val=10, n_test=10, seed=3)
     X = task.train.x.permute(1, 0, 2).numpy()
@@ -207,5 +271,9 @@ def test_bad_run_inputs():
         TrainConfig(rho=0.0)
     with pytest.raises(ValueError, match="method must be one of"):
         TrainConfig(method="adam")
+    with pytest.raises(ValueError, match="cg_pricer must be one of"):
+        TrainConfig(cg_pricer="exhaustive")
+    with pytest.raises(ValueError, match="cg_rounds must be >= 0"):
+        TrainConfig(cg_rounds=-1)
     with pytest.raises(ValueError, match="steps"):
         train(TrainConfig(steps=0), progress=False)

@@ -52,7 +52,15 @@ def _positive_float(name: str):
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from cvxsnn.pipeline import LOSSES, METHODS, PENALTIES, TASKS, WITNESS_SCHEMES, TrainConfig
+    from cvxsnn.pipeline import (
+        CG_PRICERS,
+        LOSSES,
+        METHODS,
+        PENALTIES,
+        TASKS,
+        WITNESS_SCHEMES,
+        TrainConfig,
+    )
 
     d = TrainConfig()
     g = p.add_argument_group("task")
@@ -125,6 +133,32 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--perturb-scale", type=_positive_float("--perturb-scale"), default=d.perturb_scale
+    )
+    g = p.add_argument_group("column generation (cvx-cg, sg-cvx-cg)")
+    g.add_argument(
+        "--cg-rounds",
+        type=_nonneg_int("--cg-rounds"),
+        default=d.cg_rounds,
+        help="pricing rounds at most (default: %(default)s)",
+    )
+    g.add_argument(
+        "--cg-atoms",
+        type=_positive_int("--cg-atoms"),
+        default=d.cg_atoms,
+        help="atoms added per round at most (default: %(default)s)",
+    )
+    g.add_argument(
+        "--cg-pricer",
+        choices=CG_PRICERS,
+        default=d.cg_pricer,
+        help="witness search: random proposals + threshold sweeps + local perturbation "
+        "('random'), then surrogate-gradient ascent ('ascent', default)",
+    )
+    g.add_argument(
+        "--cg-proposals",
+        type=_positive_int("--cg-proposals"),
+        default=d.cg_proposals,
+        help="random proposals per round (default: %(default)s)",
     )
     g = p.add_argument_group("surrogate gradient")
     g.add_argument("--epochs", type=_positive_int("--epochs"), default=d.epochs)

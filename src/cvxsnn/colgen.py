@@ -387,9 +387,10 @@ class SurrogateAscent:
     and 10 it raised the 16 best scores of a round about 1.4x and 2x over the
     base search, while moving every layer often lowered them, since a step in
     an early layer flips many downstream spikes). ``U`` is the last layer's
-    membrane at the supervised steps, computed by the one kernel. Every ``check_every`` iterations the
-    weights are snapshotted; the snapshots, under a threshold sweep, are run
-    by the same kernel without gradient, so every returned pattern is an
+    membrane at the supervised steps, computed by the one kernel. Every
+    ``check_every`` iterations the weights are snapshotted; the snapshots,
+    under a threshold sweep, are run by the same kernel without gradient, so
+    every returned pattern is an
     exact spike pattern of its returned witness, whatever the surrogate did.
 
     Attributes
@@ -509,7 +510,7 @@ class SurrogateAscent:
 
     def _ascend(self, ctx: PricingContext, start: HiddenParams, E: Array) -> HiddenParams:
         """Adam on J from ``start`` (K_s branches); the snapshots, concatenated."""
-        T, n, d = ctx.x.shape
+        _T, n, d = ctx.x.shape
         Ks = int(start.w_in.shape[0])
         idx = None
         if n > self.max_samples:
@@ -519,9 +520,10 @@ class SurrogateAscent:
         net = _net_for(start, d, ctx.beta, ctx.bias_channel, ctx.device)
         net.surrogate = get_surrogate(self.surrogate, self.surrogate_scale)
         dev, dt = net.device, net.dtype
-        rows = np.arange(len(ctx.steps))[:, None] * n + (
-            np.arange(n) if idx is None else idx.numpy()
-        )[None, :]
+        rows = (
+            np.arange(len(ctx.steps))[:, None] * n
+            + (np.arange(n) if idx is None else idx.numpy())[None, :]
+        )
         u_sub = torch.as_tensor(ctx.u0[rows.reshape(-1)], device=dev, dtype=dt)  # (S nb, C)
         V = torch.einsum("rc,kjc->rkj", u_sub, torch.as_tensor(E, device=dev, dtype=dt))
         V = V.reshape(len(ctx.steps), nb, Ks, -1)  # (S, nb, K_s, m)
@@ -712,7 +714,7 @@ def enumerate_realizable_patterns(
     from scipy.optimize import linprog
 
     xt = torch.as_tensor(x)
-    xt = xt.to(torch.float64) if not xt.is_floating_point() else xt.to(torch.float64)
+    xt = xt.to(torch.float64)
     if xt.dim() != 3:
         raise ValueError(f"x must have shape (T, n, d); got {tuple(xt.shape)}")
     T, n, _ = xt.shape
@@ -1035,7 +1037,10 @@ class CGResult:
         ``max R°(d^T u0)`` over the kept examined patterns at the final ``u0``.
     examined_gap : float
         Duality gap of the final solution over the final dictionary plus every
-        kept examined pattern (the dual point rescaled over both sets).
+        kept examined pattern (the dual point rescaled over both sets); its
+        dual value, ``primal - examined_gap``, is a lower bound on the optimum
+        over the patterns the search reached (``examined_lower_bound`` in
+        :meth:`summary`), and on nothing beyond them.
     bounds : PatternBounds
         Lower bounds over all binary patterns.
     """
@@ -1067,6 +1072,7 @@ class CGResult:
             "examined_capped": self.examined_capped,
             "examined_max_score": self.examined_max_score,
             "examined_gap": self.examined_gap,
+            "examined_lower_bound": float(self.solve.primal - self.examined_gap),
             "bounds": dict(self.bounds.__dict__),
         }
 
@@ -1092,6 +1098,9 @@ def column_generation(
     violation_tol: float = 1e-6,
     improve_tol: float = 1e-9,
     max_examined: int = 100_000,
+    dictionary: SpikeDictionary | None = None,
+    W0: Array | None = None,
+    b0: Array | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Callable[[CGRound, SolveResult, SpikeDictionary], None] | None = None,
@@ -1129,6 +1138,11 @@ def column_generation(
         ``improve_tol * max(1, |primal|)``.
     max_examined : int
         Distinct examined patterns kept for the examined-set certificate.
+    dictionary : SpikeDictionary, optional
+        The dictionary of ``params0`` on ``x`` (as :func:`build_dictionary`
+        returns it with the same kernel settings), to skip rebuilding it.
+    W0, b0 : ndarray, optional
+        Warm start of the first solve (shape (P, C) and (C,)).
     device : torch.device or str, optional
         Where the witnesses run.
     progress : bool
@@ -1167,7 +1181,23 @@ def column_generation(
     x = x.to(torch.float64) if not x.is_floating_point() else x
     dev = torch.device(device) if device is not None else None
     steps = tuple(int(s) for s in steps)
-    dic = build_dictionary(params0, x, steps, beta=beta, bias_channel=bias_channel, device=dev)
+    if dictionary is None:
+        dic = build_dictionary(params0, x, steps, beta=beta, bias_channel=bias_channel, device=dev)
+    else:
+        dic = dictionary
+        if (
+            dic.branches != params0.w_in.shape[0]
+            or dic.widths != tuple(widths)
+            or dic.steps != steps
+            or dic.n_samples != x.shape[1]
+            or dic.beta != beta
+            or dic.bias_channel != bias_channel
+        ):
+            raise ValueError(
+                "dictionary must be built from params0 on x with the same steps, beta and "
+                f"bias_channel; got a dictionary of {dic.branches} branches of widths "
+                f"{dic.widths} on {dic.n_samples} samples"
+            )
     Yv = check_targets_array(Y, dic.n_rows)
     lo = make_loss(loss, Yv.shape[1], heads, head_weights)
     pe = make_penalty(penalty)
@@ -1181,7 +1211,7 @@ def column_generation(
         device=solver_device,
     )
     params = params0
-    res = solve(dic.atoms, Yv, rho, **kw)
+    res = solve(dic.atoms, Yv, rho, W0=W0, b0=b0, **kw)
     known = dict.fromkeys(_keys(dic.atoms))
     examined: dict[bytes, None] = {}
     ex_cols: list[Array] = []

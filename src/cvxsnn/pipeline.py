@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 TaskName = Literal["xor", "addition", "mnist-seq", "custom"]
-MethodName = Literal["sg", "sg-sg", "cvx", "sg-cvx"]
+MethodName = Literal["sg", "sg-sg", "cvx", "sg-cvx", "cvx-cg", "sg-cvx-cg"]
+CGPricerName = Literal["random", "ascent"]
 LossName = Literal["squared", "logistic", "softmax"]
 PenaltyName = Literal["l1", "group_l2"]
 WitnessScheme = Literal["gaussian", "calibrated"]
@@ -49,6 +50,10 @@ METHODS: tuple[str, ...] = get_args(MethodName)
 LOSSES: tuple[str, ...] = get_args(LossName)
 PENALTIES: tuple[str, ...] = get_args(PenaltyName)
 WITNESS_SCHEMES: tuple[str, ...] = get_args(WitnessScheme)
+CG_PRICERS: tuple[str, ...] = get_args(CGPricerName)
+#: TrainConfig fields added after results were first recorded: they enter a run's hash only
+#: when set away from their defaults, so the hashes of earlier runs stay valid.
+LATE_FIELDS: tuple[str, ...] = ("cg_rounds", "cg_atoms", "cg_pricer", "cg_proposals")
 DEFAULT_STEPS = {"xor": 6, "addition": 6, "mnist-seq": 28, "custom": None}
 RECORD_VERSION = 1
 
@@ -62,7 +67,9 @@ class TrainConfig:
     task, steps, n_train, n_val, n_test, base, lambda_carry, data_dir, data
         The task (SPEC section 2). ``steps`` is T (addition: digits + 1);
         None picks the task's default (xor 6, addition 6, mnist-seq 28).
-    method : {"sg", "sg-sg", "cvx", "sg-cvx"}
+    method : {"sg", "sg-sg", "cvx", "sg-cvx", "cvx-cg", "sg-cvx-cg"}
+        ``*-cg``: CVX / SG-CVX followed by column generation at the rho the
+        path selected (``cvxsnn.colgen``).
     depth, branches, width, beta
         L (hidden layers + readout), K, m, the LIF leak.
     loss, penalty, rho, beta_reg, n_rhos, rho_min_ratio, tol
@@ -75,6 +82,12 @@ class TrainConfig:
     epochs, sg_checkpoint
         SG epochs (SG-SG: as many more); an SG model to continue or to take
         witnesses from (trained in the run when omitted).
+    cg_rounds, cg_atoms, cg_pricer, cg_proposals
+        Column generation (``*-cg`` methods): pricing rounds at most, atoms
+        added per round at most, the search (``"random"``: random proposals,
+        threshold sweeps and local perturbation; ``"ascent"``: that, then
+        surrogate-gradient ascent from its best branches) and random
+        proposals per round.
     seed, device, threads
         The seed fixes the training subsample, witnesses and SG init.
     """
@@ -107,6 +120,10 @@ class TrainConfig:
     perturb_scale: float = 0.1
     epochs: int | None = None
     sg_checkpoint: str | None = None
+    cg_rounds: int = 10
+    cg_atoms: int = 32
+    cg_pricer: CGPricerName = "ascent"
+    cg_proposals: int = 64
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -118,6 +135,7 @@ class TrainConfig:
             ("loss", LOSSES),
             ("penalty", PENALTIES),
             ("witnesses", WITNESS_SCHEMES),
+            ("cg_pricer", CG_PRICERS),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(
@@ -127,9 +145,20 @@ class TrainConfig:
             raise ValueError(
                 f"depth (L) must be >= 2 (one hidden LIF layer + readout); got {self.depth}"
             )
-        for name in ("branches", "width", "n_train", "n_val", "n_test", "n_rhos"):
+        for name in (
+            "branches",
+            "width",
+            "n_train",
+            "n_val",
+            "n_test",
+            "n_rhos",
+            "cg_atoms",
+            "cg_proposals",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if int(self.cg_rounds) < 0:
+            raise ValueError(f"cg_rounds must be >= 0; got {self.cg_rounds}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps (T) must be >= 1; got {self.steps}")
         if self.task == "addition" and self.steps is not None and self.steps < 2:
@@ -168,8 +197,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify the run (:data:`LATE_FIELDS` only when not at default)."""
+        d = self.to_dict()
+        for name in LATE_FIELDS:
+            if d[name] == TrainConfig.__dataclass_fields__[name].default:
+                del d[name]
+        return d
+
     def hash(self) -> str:
-        return config_hash(self.to_dict())
+        return config_hash(self.identity())
 
 
 @dataclass
@@ -257,6 +294,7 @@ class ConvexFit:
     coef: np.ndarray | None = None
     intercept: np.ndarray | None = None
     certificate: Any = None
+    column_generation: Any = None
 
 
 def fit_convex(
@@ -340,6 +378,11 @@ def fit_convex(
                     if config.path_patience is not None and since_best >= config.path_patience:
                         break
             rho = best.rho
+    cg = None
+    if config.method.endswith("-cg"):
+        with timer("column_generation"):
+            cg = _column_generation(params, dic, train, val, D_val, Y, best, config, kw, progress)
+        params, dic, best = cg.params, cg.dictionary, cg.solve
     with timer("reconstruction"):
         support_before = len(best.support)
         coef, intercept = reduce_support(
@@ -376,8 +419,59 @@ def fit_convex(
         )
         report.check()
     return ConvexFit(
-        net, best, dic, float(rho), path, report, layout, support_before, coef, intercept, cert
+        net, best, dic, float(rho), path, report, layout, support_before, coef, intercept, cert, cg
     )
+
+
+def _column_generation(
+    params: Any,
+    dic: Any,
+    train: SequenceDataset,
+    val: SequenceDataset,
+    D_val: np.ndarray,
+    Y: np.ndarray,
+    start: Any,
+    config: TrainConfig,
+    kw: dict[str, Any],
+    progress: bool,
+) -> Any:
+    """Column generation from the path's selected solve, at its rho (``*-cg`` methods)."""
+    from cvxsnn.colgen import RandomSearch, SurrogateAscent, column_generation
+
+    search = RandomSearch(proposals=config.cg_proposals, sigma=config.sigma)
+    pricer = search if config.cg_pricer == "random" else SurrogateAscent(base=search)
+    layout = kw["heads"]
+    val_acc: dict[int, float] = {}
+
+    def on_round(rd: Any, res: Any, d: Any) -> None:
+        if d is dic:
+            Dv = D_val
+        else:  # the appended branches on the validation inputs
+            Dv = d.transform(val.x.to(torch.float64))
+        val_acc[rd.round] = _accuracy_from_outputs(Dv @ res.coef + res.intercept, val, layout)
+
+    cg = column_generation(
+        params,
+        train.x.to(torch.float64),
+        train.steps,
+        Y,
+        float(start.rho),
+        generator=torch.Generator().manual_seed(config.seed + 2),
+        pricer=pricer,
+        max_rounds=int(config.cg_rounds),
+        atoms_per_round=int(config.cg_atoms),
+        beta=config.beta,
+        bias_channel=True,
+        dictionary=dic,
+        W0=start.coef,
+        b0=start.intercept,
+        device=torch.device(config.device),
+        progress=progress,
+        callback=on_round,
+        **kw,
+    )
+    cg.log[:] = [{**r, "val_acc": val_acc.get(int(r["round"]))} for r in cg.log]
+    return cg
 
 
 def _head_weights(data: SequenceDataset, config: TrainConfig) -> tuple[float, ...]:
@@ -510,7 +604,7 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
     else:
         from cvxsnn.witnesses import perturb_witnesses, sample_witnesses, witnesses_from_network
 
-        if config.method == "cvx":
+        if config.method in ("cvx", "cvx-cg"):
             with timer("witnesses"):
                 gen = torch.Generator().manual_seed(config.seed)
                 params = sample_witnesses(
@@ -572,6 +666,14 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
             reconstruction=_report_dict(rep),
             branches_kept=int(net.config.branches),
         )
+        if convex.column_generation is not None:
+            cg = convex.column_generation
+            record["column_generation"] = {
+                **cg.summary(),
+                "rounds": cg.log,
+                "P_initial": int(cg.rounds[0].n_atoms),
+                "pricer": config.cg_pricer,
+            }
     with timer("evaluation"):
         metrics = {split: evaluate(net, task, split) for split in ("train", "val", "test")}
         from cvxsnn.energy import activity

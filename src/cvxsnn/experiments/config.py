@@ -45,7 +45,6 @@ the file and the key.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 import types
 import typing
@@ -211,7 +210,7 @@ class Experiment:
 
 def _identity_dict(config: TrainConfig) -> dict[str, Any]:
     """A TrainConfig as a dict without where the data lives (not a setting)."""
-    d = dataclasses.asdict(config)
+    d = config.identity()
     d.pop("data_dir")
     return d
 

@@ -80,7 +80,7 @@ class Cell:
 
 def cell_id(config: TrainConfig) -> str:
     """Hash identifying a run: its TrainConfig without ``data_dir``."""
-    d = config.to_dict()
+    d = config.identity()
     d.pop("data_dir")
     return config_hash(d)
 
