@@ -315,16 +315,31 @@ def summary(path: Path) -> None:
     tiny = [r for r in rows if r["kind"] == "tiny"]
     if tiny:
         print("\n### tiny instances (distance to the enumerated global optimum)\n")
-        labels = list(tiny[0]["methods"])
-        print("| seed | patterns | optimum | " + " | ".join(labels) + " |")
-        print("|---|---|---|" + "---|" * len(labels))
+        labels = [f"cvx K={k}" for k in (2, 8, 32, 128)]
+        labels += ["cvx-cg random", "cvx-cg ascent", "cvx-cg exact pricing"]
+        print(
+            "| seed | patterns (of 2^n - 2) | optimum | "
+            + " | ".join(labels)
+            + " | all-pattern bound | ascent: examined-set bound |"
+        )
+        print("|---|---|---|" + "---|" * (len(labels) + 2))
         for r in tiny:
-            cells = [f"{r['methods'][k]['relative_distance']:.2%}" for k in labels]
+            ms = r["methods"]
+            cells = [f"{ms[k]['relative_distance']:+.1%} (P={ms[k]['P']})" for k in labels]
+            lb = ms["cvx-cg exact pricing"]["lower_bound_all_patterns"]
+            ex = ms["cvx-cg ascent"]["examined_lower_bound"]
             print(
-                f"| {r['seed']} | {r['realizable_patterns']} | {r['optimum']:.4f} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {r['seed']} | {r['realizable_patterns']} ({r['all_patterns']}) | "
+                f"{r['optimum']:.4f} | " + " | ".join(cells) + f" | {lb:.4f} | {ex:.4f} |"
             )
+        for r in tiny:
+            stops = [
+                f"{k.removeprefix('cvx-cg ')}: {r['methods'][k]['stop_reason']} after "
+                f"{r['methods'][k]['rounds']} rounds"
+                for k in labels
+                if k.startswith("cvx-cg")
+            ]
+            print(f"- seed {r['seed']}: " + "; ".join(stops))
 
 
 def main() -> None:

@@ -114,6 +114,38 @@ def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp
     assert _records(out) == ref
 
 
+def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_path, monkeypatch):
+    """A second experiment sharing the L=3 cells copies them from the first's results."""
+    cfg, ref = reference
+    first = tmp_path / "first.jsonl"
+    reproduce(cfg, results=first, progress=False)
+    other = tmp_path / "other.toml"
+    text = cfg.read_text().replace('title = "tiny sweep"', 'title = "another table"')
+    other.write_text(text.replace('label = "L=2"\ndepth = 2', 'label = "L=4"\ndepth = 4'))
+    real = runner_mod.run_cell
+    ran: list[int] = []
+
+    def counting(config):
+        ran.append(config["depth"])
+        return real(config)
+
+    monkeypatch.setattr(runner_mod, "run_cell", counting)
+    out = tmp_path / "other.jsonl"
+    summary = reproduce(other, results=out, progress=False, reuse=[tmp_path])
+    assert (summary.n_cells, summary.n_reused, summary.n_run) == (8, 4, 4)
+    assert sorted(set(ran)) == [4]  # only the new setting was trained
+    _, entries, _ = read_results(out)
+    copied = [e for e in entries if "reused_from" in e["host"]]
+    assert {e["label"] for e in copied} == {"L=3"}
+    assert all(e["host"]["reused_from"] == str(first) for e in copied)
+    for e in copied:
+        assert comparable(e["record"]) == ref[e["cell_id"]]
+    again = reproduce(other, results=out, progress=False, reuse=[tmp_path])
+    assert (again.n_already_done, again.n_reused, again.n_run) == (8, 0, 0)
+    with pytest.raises(ValueError, match="neither a results file nor a folder"):
+        reproduce(other, results=tmp_path / "x.jsonl", progress=False, reuse=[tmp_path / "no"])
+
+
 def test_truncated_last_line_is_dropped_on_resume(reference, tmp_path):
     cfg, ref = reference
     out = tmp_path / "r.jsonl"

@@ -256,6 +256,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
         progress=not args.quiet,
+        reuse=args.reuse,
     )
     json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -334,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     p.add_argument("--device", default=None, help="torch device of every run (default cpu)")
+    p.add_argument(
+        "--reuse",
+        nargs="+",
+        default=(),
+        metavar="FILE_OR_DIR",
+        help="results files (or folders of them) of other tables: identical cells (same "
+        "settings, seed, threads, device) are copied instead of rerun",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_reproduce)
 

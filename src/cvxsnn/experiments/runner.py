@@ -30,7 +30,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,6 +374,7 @@ class ReproduceSummary:
     n_already_done: int
     n_run: int
     seconds: float
+    n_reused: int = 0
 
 
 class _Stop:
@@ -461,6 +462,7 @@ def reproduce(
     device: str | None = None,
     progress: bool = True,
     dask_processes: bool = True,
+    reuse: Sequence[str | Path] = (),
 ) -> ReproduceSummary:
     """Run every cell of an experiment not yet in its results file.
 
@@ -483,6 +485,13 @@ def reproduce(
         A progress bar with ETA on stderr.
     dask_processes : bool
         LocalCluster workers as processes (True) or threads of this process.
+    reuse : sequence of str or Path
+        Results files (or folders of them) of other experiments: a cell whose
+        id (the hash of its whole TrainConfig, seed, thread count and device
+        included) is finished there is copied, not rerun, with
+        ``host["reused_from"]`` naming the file. The same id means the same
+        run, and runs are deterministic per id, so the copy is the record
+        this sweep would have produced (timings aside).
 
     Returns
     -------
@@ -509,11 +518,13 @@ def reproduce(
     t0 = time.perf_counter()
     with ResultsFile(path, exp, preset) as store:
         todo = [c for c in cells if c.cell_id not in store.entries]
-        done_before = len(cells) - len(todo)
+        n_reused = _reuse(todo, store, reuse, path)
+        todo = [c for c in todo if c.cell_id not in store.entries]
+        done_before = len(cells) - len(todo) - n_reused
         if progress:
             print(
                 f"[cvxsnn] {exp.name} --preset {preset}: {len(cells)} cells, {done_before} already "
-                f"in {path}, {len(todo)} to run",
+                f"in {path}, {n_reused} copied from other results files, {len(todo)} to run",
                 file=sys.stderr,
                 flush=True,
             )
@@ -529,7 +540,7 @@ def reproduce(
                 stream = _iter_dask(todo, int(workers), scheduler, dask_processes, stop)
             bar = tqdm(
                 total=len(cells),
-                initial=done_before,
+                initial=done_before + n_reused,
                 desc=exp.name,
                 unit="cell",
                 file=sys.stderr,
@@ -568,4 +579,39 @@ def reproduce(
         done_before,
         n_run,
         round(time.perf_counter() - t0, 3),
+        n_reused,
     )
+
+
+def _reuse(
+    todo: list[Cell], store: ResultsFile, sources: Sequence[str | Path], target: Path
+) -> int:
+    """Copy the finished cells of ``todo`` found in ``sources`` into ``store``."""
+    if not todo or not sources:
+        return 0
+    files: list[Path] = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            files += sorted(src.glob("*.jsonl"))
+        elif src.is_file():
+            files.append(src)
+        else:
+            raise ValueError(f"reuse: {src} is neither a results file nor a folder")
+    wanted = {c.cell_id: c for c in todo}
+    n = 0
+    for f in files:
+        if f.resolve() == target.resolve():
+            continue
+        try:
+            header, entries, _ = read_results(f)
+        except ValueError:
+            continue  # not a results file (a folder may hold other JSON lines)
+        if header is None:
+            continue
+        for e in entries:
+            cell = wanted.pop(e["cell_id"], None)
+            if cell is not None:
+                store.add(cell, e["record"], {**e.get("host", {}), "reused_from": str(f)})
+                n += 1
+    return n
