@@ -245,8 +245,10 @@ def lif_run(
         state = init_state(currents[0])
     spikes = []
     membranes = [] if return_membrane else None
-    for t in range(currents.shape[0]):
-        state = lif_step(currents[t], state, theta, beta, surrogate, detach_reset)
+    # unbind, not currents[t]: the backward of T selects would allocate and zero-fill T
+    # tensors of the full (T, B, ...) shape (O(T^2) memory traffic); unbind's is one stack
+    for current in currents.unbind(0):
+        state = lif_step(current, state, theta, beta, surrogate, detach_reset)
         spikes.append(state.s)
         if membranes is not None:
             membranes.append(state.v)
