@@ -173,6 +173,34 @@ def test_surrogate_ascent_patterns_are_exact_and_cg_monotone(tiny):
     assert res.bounds.lower_bound <= opt.primal + 1e-12
 
 
+@pytest.mark.parametrize("widths", [(3,), (4, 3), (4, 4, 3)])
+def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths):
+    """ctx.swept equals running every scaled copy through the whole kernel."""
+    from cvxsnn.colgen import _scale_last
+
+    x, y = _xor(5, 30, seed=2)
+    ctx = PricingContext(
+        x=x,
+        steps=(2, 4),
+        widths=widths,
+        beta=0.9,
+        bias_channel=True,
+        u0=np.zeros((60, 1)),
+        rho=1.0,
+        penalty=make_penalty("l1"),
+        generator=_gen(0),
+        device=None,
+        dtype=torch.float64,
+    )
+    params = sample_witnesses(2, widths, 5, generator=_gen(3))
+    factors = (0.3, 1.0, 2.5)
+    swept, pats = ctx.swept(params, factors)
+    full = _scale_last(params, factors)
+    assert all(torch.equal(a, b) for a, b in zip(swept.w_in, full.w_in, strict=True))
+    assert np.array_equal(pats, ctx.spikes(full))
+    assert 0 < pats.mean() < 1
+
+
 def test_surrogate_ascent_raises_scores_from_random_starts():
     """From random starts (no base search) the ascent's exact patterns score higher."""
     x, y = _xor(6, 200, seed=3)

@@ -43,8 +43,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cvxsnn.dictionary import SpikeDictionary, _net_for, build_dictionary, last_layer_spikes
-from cvxsnn.kernel import get_surrogate
+from cvxsnn.dictionary import (
+    CACHE_STEP_BYTES,
+    SpikeDictionary,
+    _net_for,
+    build_dictionary,
+    last_layer_spikes,
+)
+from cvxsnn.kernel import get_surrogate, lif_run
 from cvxsnn.network import HiddenParams
 from cvxsnn.solver import SolveResult, solve
 from cvxsnn.solver.certificate import check_targets_array
@@ -242,6 +248,54 @@ class PricingContext:
         """``R°(d^T u0)`` per column, shape (Q,)."""
         return pattern_scores(patterns, self.u0, self.penalty)
 
+    def swept(self, params: HiddenParams, factors: Sequence[float]) -> tuple[HiddenParams, Array]:
+        """Branches under a threshold sweep and their last-layer patterns.
+
+        Equal to ``(p, self.spikes(p))`` with ``p = _scale_last(params, factors)``
+        (factor-major), but the layers below the last run once: a factor on the
+        last layer's incoming weights scales its current, so only the last
+        layer's recurrence is run per factor (by the one kernel).
+        """
+        swept = _scale_last(params, factors)
+        K, d_eff, widths = check_hidden_params(params)
+        T, n, _ = self.x.shape
+        S, m_last = len(self.steps), widths[-1]
+        below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
+        out = np.empty((len(factors), S, n, K, m_last), dtype=np.uint8)
+        step_idx = torch.as_tensor(self.steps, dtype=torch.long)
+        # samples per chunk: one (B, K, m) float64 step tensor stays cache-sized
+        chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
+        with torch.no_grad():
+            if len(widths) > 1:
+                net = _net_for(below, d_eff - int(self.bias_channel), self.beta,
+                               self.bias_channel, self.device)
+            else:
+                net = None
+            dev = net.device if net is not None else torch.device(self.device or "cpu")
+            w_last = (params.w_hidden[-1] if len(widths) > 1 else params.w_in).to(
+                device=dev, dtype=torch.float64
+            )
+            theta = params.thetas[-1].to(device=dev, dtype=torch.float64)
+            surrogate = get_surrogate("sigmoid")
+            for a in range(0, n, chunk):
+                b = min(a + chunk, n)
+                xb = self.x[:, a:b].to(device=dev, dtype=torch.float64)
+                B = b - a
+                if net is not None:
+                    prev = net.run_hidden(xb).spikes[-1]  # (T, B, K, m_{L-2})
+                    inp = prev.permute(2, 0, 1, 3).reshape(K, T * B, -1)
+                else:
+                    if self.bias_channel:
+                        xb = torch.cat([xb, torch.ones_like(xb[..., :1])], dim=-1)
+                    inp = xb.reshape(1, T * B, -1).expand(K, -1, -1)
+                cur = torch.bmm(inp, w_last).reshape(K, T, B, m_last).permute(1, 2, 0, 3)
+                for f, c in enumerate(factors):
+                    spk, _, _ = lif_run(cur * c, theta, self.beta, surrogate)  # (T, B, K, m)
+                    out[f, :, a:b] = spk.index_select(0, step_idx.to(dev)).to(torch.uint8).cpu()
+        # (F, S, n, K, m) -> rows (S n), columns factor-major then branch-major
+        pats = out.transpose(1, 2, 0, 3, 4).reshape(S * n, len(factors) * K * m_last)
+        return swept, pats
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -337,8 +391,7 @@ class RandomSearch:
             beta=ctx.beta,
             steps=ctx.steps if self.scheme == "calibrated" else None,
         )
-        params = _scale_last(base, self.scales)
-        pats = ctx.spikes(params)
+        params, pats = ctx.swept(base, self.scales)
         scores = ctx.scores(pats)
         parts, pat_parts, score_parts = [params], [pats], [scores]
         m_last = ctx.widths[-1]
@@ -357,8 +410,7 @@ class RandomSearch:
             sel = _select(all_params, elite)
             moved = perturb_witnesses(sel, scale, ctx.generator, self.local_copies)
             moved = _select(moved, range(len(elite), moved.w_in.shape[0]))  # drop originals
-            moved = _scale_last(moved, self.local_scales)
-            p = ctx.spikes(moved)
+            moved, p = ctx.swept(moved, self.local_scales)
             parts.append(moved)
             pat_parts.append(p)
             score_parts.append(ctx.scores(p))
@@ -499,8 +551,7 @@ class SurrogateAscent:
             rnd /= np.linalg.norm(rnd, axis=1, keepdims=True)
             E = np.where(norm > 0, G / np.maximum(norm, 1e-300), rnd)
         snaps = self._ascend(ctx, start, E.reshape(-1, m_last, C))
-        snaps = _scale_last(snaps, self.scales)
-        p = ctx.spikes(snaps)
+        snaps, p = ctx.swept(snaps, self.scales)
         parts.append(Candidates(snaps, p, ctx.scores(p)))
         return Candidates(
             concat_params([c.params for c in parts]),
