@@ -178,7 +178,7 @@ def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths):
     """ctx.swept equals running every scaled copy through the whole kernel."""
     from cvxsnn.colgen import _scale_last
 
-    x, y = _xor(5, 30, seed=2)
+    x, _ = _xor(5, 30, seed=2)
     ctx = PricingContext(
         x=x,
         steps=(2, 4),
