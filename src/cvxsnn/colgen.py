@@ -267,8 +267,9 @@ class PricingContext:
         chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
         with torch.no_grad():
             if len(widths) > 1:
-                net = _net_for(below, d_eff - int(self.bias_channel), self.beta,
-                               self.bias_channel, self.device)
+                net = _net_for(
+                    below, d_eff - int(self.bias_channel), self.beta, self.bias_channel, self.device
+                )
             else:
                 net = None
             dev = net.device if net is not None else torch.device(self.device or "cpu")
