@@ -194,6 +194,36 @@ def _masked_branch(params: HiddenParams, branch: int, keep: Sequence[int]) -> Hi
     return HiddenParams(one.w_in * mask, (), one.thetas)
 
 
+def _last_layer_input(
+    params: HiddenParams, x: Tensor, beta: float, bias_channel: bool, device: Any
+) -> Tensor:
+    """What the last hidden layer reads: ``[x, 1]`` (T, B, d_eff) for one hidden layer,
+    else the spikes of the layer below, (T, B, K, m_{L-2}), run by the one kernel."""
+    _, d_eff, widths = check_hidden_params(params)
+    dev = torch.device(device) if device is not None else params.w_in.device
+    xb = x.to(device=dev, dtype=torch.float64)
+    if len(widths) == 1:
+        if bias_channel:
+            xb = torch.cat([xb, torch.ones_like(xb[..., :1])], dim=-1)
+        return xb
+    below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
+    net = _net_for(below, d_eff - int(bias_channel), beta, bias_channel, dev)
+    with torch.no_grad():
+        return net.run_hidden(xb).spikes[-1]
+
+
+def _last_layer_current(inp: Tensor, w_last: Tensor) -> Tensor:
+    """Currents (T, B, K, m) of the last layer, computed as ``ParallelLIFNet.run_hidden`` does."""
+    K, fan_in, m = w_last.shape
+    if inp.dim() == 3:  # the first layer: one matmul to K m columns
+        T, B, _ = inp.shape
+        cur = inp.reshape(T * B, fan_in) @ w_last.permute(1, 0, 2).reshape(fan_in, K * m)
+        return cur.reshape(T, B, K, m)
+    T, B = inp.shape[:2]
+    cur = torch.bmm(inp.permute(2, 0, 1, 3).reshape(K, T * B, fan_in), w_last)
+    return cur.reshape(K, T, B, m).permute(1, 2, 0, 3)
+
+
 # --------------------------------------------------------------------------- #
 # Pricers
 # --------------------------------------------------------------------------- #
@@ -257,42 +287,27 @@ class PricingContext:
         layer's recurrence is run per factor (by the one kernel).
         """
         swept = _scale_last(params, factors)
-        K, d_eff, widths = check_hidden_params(params)
-        T, n, _ = self.x.shape
+        K, _, widths = check_hidden_params(params)
+        n = self.x.shape[1]
         S, m_last = len(self.steps), widths[-1]
-        below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
         out = np.empty((len(factors), S, n, K, m_last), dtype=np.uint8)
-        step_idx = torch.as_tensor(self.steps, dtype=torch.long)
         # samples per chunk: one (B, K, m) float64 step tensor stays cache-sized
         chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
+        w_last = params.w_hidden[-1] if len(widths) > 1 else params.w_in
+        surrogate = get_surrogate("sigmoid")
         with torch.no_grad():
-            if len(widths) > 1:
-                net = _net_for(
-                    below, d_eff - int(self.bias_channel), self.beta, self.bias_channel, self.device
-                )
-            else:
-                net = None
-            dev = net.device if net is not None else torch.device(self.device or "cpu")
-            w_last = (params.w_hidden[-1] if len(widths) > 1 else params.w_in).to(
-                device=dev, dtype=torch.float64
-            )
-            theta = params.thetas[-1].to(device=dev, dtype=torch.float64)
-            surrogate = get_surrogate("sigmoid")
             for a in range(0, n, chunk):
                 b = min(a + chunk, n)
-                xb = self.x[:, a:b].to(device=dev, dtype=torch.float64)
-                B = b - a
-                if net is not None:
-                    prev = net.run_hidden(xb).spikes[-1]  # (T, B, K, m_{L-2})
-                    inp = prev.permute(2, 0, 1, 3).reshape(K, T * B, -1)
-                else:
-                    if self.bias_channel:
-                        xb = torch.cat([xb, torch.ones_like(xb[..., :1])], dim=-1)
-                    inp = xb.reshape(1, T * B, -1).expand(K, -1, -1)
-                cur = torch.bmm(inp, w_last).reshape(K, T, B, m_last).permute(1, 2, 0, 3)
+                inp = _last_layer_input(
+                    params, self.x[:, a:b], self.beta, self.bias_channel, self.device
+                )
+                w = w_last.to(device=inp.device, dtype=torch.float64)
+                theta = params.thetas[-1].to(device=inp.device, dtype=torch.float64)
+                step_idx = torch.as_tensor(self.steps, dtype=torch.long, device=inp.device)
+                cur = _last_layer_current(inp, w)
                 for f, c in enumerate(factors):
                     spk, _, _ = lif_run(cur * c, theta, self.beta, surrogate)  # (T, B, K, m)
-                    out[f, :, a:b] = spk.index_select(0, step_idx.to(dev)).to(torch.uint8).cpu()
+                    out[f, :, a:b] = spk.index_select(0, step_idx).to(torch.uint8).cpu()
         # (F, S, n, K, m) -> rows (S n), columns factor-major then branch-major
         pats = out.transpose(1, 2, 0, 3, 4).reshape(S * n, len(factors) * K * m_last)
         return swept, pats
@@ -475,7 +490,7 @@ class SurrogateAscent:
         Random starts when ``base`` is None.
     """
 
-    base: Any = field(default_factory=RandomSearch)
+    base: Pricer | None = field(default_factory=RandomSearch)
     starts: int = 8
     iters: int = 30
     lr: float = 0.02
@@ -580,8 +595,11 @@ class SurrogateAscent:
         V = torch.einsum("rc,kjc->rkj", u_sub, torch.as_tensor(E, device=dev, dtype=dt))
         V = V.reshape(len(ctx.steps), nb, Ks, -1)  # (S, nb, K_s, m)
         weights = [net.w_in, *net.w_hidden]
+        inp = None
         if self.layers == "last":
             weights = weights[-1:]
+            # the layers below do not move: run them once, then only the last layer
+            inp = _last_layer_input(start, x, ctx.beta, ctx.bias_channel, dev)
         for w in weights:
             w.requires_grad_(True)
         opt = torch.optim.Adam(weights, lr=self.lr, maximize=True)
@@ -590,8 +608,13 @@ class SurrogateAscent:
         snaps: list[HiddenParams] = [start]
         for it in range(1, self.iters + 1):
             opt.zero_grad(set_to_none=True)
-            tr = net.run_hidden(x.to(device=dev, dtype=dt), return_membrane=True)
-            U = tr.membranes[-1].index_select(0, step_idx)  # (S, nb, K_s, m)
+            if inp is None:
+                tr = net.run_hidden(x.to(device=dev, dtype=dt), return_membrane=True)
+                mem = tr.membranes[-1]
+            else:
+                cur = _last_layer_current(inp, weights[0])
+                _, mem, _ = lif_run(cur, theta, ctx.beta, net.surrogate, return_membrane=True)
+            U = mem.index_select(0, step_idx)  # (S, nb, K_s, m)
             J = (V * torch.sigmoid((U - theta) / self.tau)).sum()
             J.backward()
             opt.step()
