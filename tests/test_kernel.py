@@ -6,6 +6,8 @@ import pickle
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvxsnn.kernel import (
     Atan,
@@ -48,13 +50,57 @@ GOLDEN_S = [
 ]
 
 
+@pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_golden_trace(dtype):
+def test_golden_trace(dtype, grad):
     cur = torch.tensor(GOLDEN_CURRENTS, dtype=dtype).unsqueeze(1)  # (T=5, B=1, 3)
     theta = torch.tensor(GOLDEN_THETA, dtype=dtype)
-    s, u, _ = lif_run(cur, theta, 0.5, Sigmoid(), return_membrane=True)
+    with torch.set_grad_enabled(grad):  # the pure step, and the in-place one without grad
+        s, u, _ = lif_run(cur, theta, 0.5, Sigmoid(), return_membrane=True)
     assert torch.equal(u[:, 0], torch.tensor(GOLDEN_U, dtype=dtype))
     assert torch.equal(s[:, 0], torch.tensor(GOLDEN_S, dtype=dtype))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    T=st.integers(1, 8),
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    beta=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]),
+    beta_tensor=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    scale=st.floats(0.1, 10.0),
+    seed=st.integers(0, 10_000),
+)
+def test_in_place_path_is_bit_identical_to_the_pure_step(
+    T, shape, beta, beta_tensor, dtype, scale, seed
+):
+    g = torch.Generator().manual_seed(seed)
+    cur = torch.randn(T, *shape, generator=g, dtype=dtype) * scale
+    theta = torch.rand(tuple(shape[1:]), generator=g, dtype=dtype) + 0.25
+    b = torch.tensor(beta, dtype=dtype) if beta_tensor else beta
+    start = LIFState(
+        torch.randn(*shape, generator=g, dtype=dtype), torch.zeros(*shape, dtype=dtype)
+    )
+    ref_s, ref_u, ref_last = lif_run(cur, theta, b, Sigmoid(), state=start, return_membrane=True)
+    with torch.no_grad():
+        s, u, last = lif_run(cur, theta, b, Sigmoid(), state=start, return_membrane=True)
+        s2, none, last2 = lif_run(cur, theta, b, Sigmoid(), state=start)
+    assert torch.equal(s, ref_s) and torch.equal(u, ref_u) and torch.equal(s2, ref_s)
+    assert none is None
+    for st_ in (last, last2):
+        assert torch.equal(st_.v, ref_last.v) and torch.equal(st_.s, ref_last.s)
+    assert torch.equal(start.s, torch.zeros(*shape, dtype=dtype))  # the input is not written
+
+
+def test_in_place_step_needs_no_grad_and_falls_back_on_mixed_dtypes():
+    cur = torch.randn(3, 2, 4, dtype=torch.float64)
+    st0 = init_state(cur[0])
+    with pytest.raises(ValueError, match="only with gradients off"):
+        lif_step(cur[0], st0, torch.ones(4, dtype=torch.float64), 0.9, Sigmoid(), out=st0)
+    theta32 = torch.ones(4, dtype=torch.float32)  # promotes in the pure step: no in-place path
+    ref = lif_run(cur, theta32, 0.9, Sigmoid())[0]
+    with torch.no_grad():
+        assert torch.equal(lif_run(cur, theta32, 0.9, Sigmoid())[0], ref)
 
 
 def test_step_and_run_agree_and_state_returned():

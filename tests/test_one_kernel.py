@@ -25,10 +25,12 @@ class Spy:
         self.offset = offset
         self.original = kernel_module.lif_step
 
-    def __call__(self, current, state, theta, beta, surrogate, detach_reset=True):
+    def __call__(self, current, state, theta, beta, surrogate, detach_reset=True, out=None):
         self.calls += 1
         # offset != 0 shifts every threshold: a different spike rule
-        return self.original(current, state, theta + self.offset, beta, surrogate, detach_reset)
+        return self.original(
+            current, state, theta + self.offset, beta, surrogate, detach_reset, out=out
+        )
 
 
 @pytest.fixture
