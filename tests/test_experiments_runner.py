@@ -201,6 +201,21 @@ def test_report_from_records_only(reference, tmp_path, capsys):
     assert Path(rep.table_path).read_text() == rep.markdown
     assert main(["report", str(cfg), "--results", str(out)]) == 0
     assert capsys.readouterr().out == rep.markdown
+    # records written before the column-generation fields existed are still found
+    from cvxsnn.pipeline import LATE_FIELDS
+
+    lines = out.read_text().splitlines()
+    old = [lines[0]]
+    for line in lines[1:]:
+        e = json.loads(line)
+        for name in LATE_FIELDS:
+            e["record"]["config"].pop(name)
+        old.append(json.dumps(e))
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text("\n".join(old) + "\n")
+    assert report(cfg, results=legacy, out=None).markdown == rep.markdown.replace(
+        str(out), str(legacy)
+    )
 
 
 @pytest.mark.slow

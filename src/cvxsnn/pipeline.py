@@ -199,14 +199,20 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that identify the run (:data:`LATE_FIELDS` only when not at default)."""
-        d = self.to_dict()
-        for name in LATE_FIELDS:
-            if d[name] == TrainConfig.__dataclass_fields__[name].default:
-                del d[name]
-        return d
+        return identity_dict(self.to_dict())
 
     def hash(self) -> str:
         return config_hash(self.identity())
+
+
+def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig dict (of a run, or of a record written before some fields existed)
+    without the :data:`LATE_FIELDS` that are absent or at their defaults."""
+    d = dict(config)
+    for name in LATE_FIELDS:
+        if name in d and d[name] == TrainConfig.__dataclass_fields__[name].default:
+            del d[name]
+    return d
 
 
 @dataclass

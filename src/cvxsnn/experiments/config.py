@@ -72,7 +72,7 @@ PresetName = Literal["quick", "standard", "paper"]
 PRESETS: tuple[str, ...] = get_args(PresetName)
 #: TrainConfig fields that a config may not set: the runner owns them.
 RUNNER_FIELDS = ("seed", "method")
-CONVEX_METHODS = ("cvx", "sg-cvx")
+CONVEX_METHODS = ("cvx", "sg-cvx", "cvx-cg", "sg-cvx-cg")
 
 _TOP_KEYS = {
     "title": str,

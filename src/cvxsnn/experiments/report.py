@@ -129,7 +129,10 @@ def _number(v: Any) -> float | None:
 
 def _group_key(config: dict[str, Any]) -> str:
     """Identity of a (setting, method): the TrainConfig without seed, data_dir and device."""
-    return config_hash({k: v for k, v in config.items() if k not in ("seed", "data_dir", "device")})
+    from cvxsnn.pipeline import identity_dict
+
+    d = identity_dict(config)
+    return config_hash({k: v for k, v in d.items() if k not in ("seed", "data_dir", "device")})
 
 
 def summarize(
