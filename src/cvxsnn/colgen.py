@@ -167,6 +167,19 @@ def _select(params: HiddenParams, branches: Sequence[int] | Tensor) -> HiddenPar
     )
 
 
+def _best_branches(scores: Array, m_last: int, count: int) -> list[int]:
+    """The first ``count`` distinct branches in order of their best pattern's score
+    (columns branch-major, ``m_last`` per branch)."""
+    best: list[int] = []
+    for col in np.argsort(-scores, kind="stable"):
+        k = int(col) // m_last
+        if k not in best:
+            best.append(k)
+            if len(best) >= count:
+                break
+    return best
+
+
 def _scale_last(params: HiddenParams, factors: Sequence[float]) -> HiddenParams:
     """Copies of all branches with the last layer's incoming weights times each factor.
 
@@ -277,6 +290,24 @@ class PricingContext:
     def scores(self, patterns: Array) -> Array:
         """``R°(d^T u0)`` per column, shape (Q,)."""
         return pattern_scores(patterns, self.u0, self.penalty)
+
+    def propose(self, count: int, sigma: float, scheme: WitnessScheme) -> HiddenParams:
+        """``count`` random single-network branches of the dictionary's widths."""
+        calibrated = scheme == "calibrated"
+        return sample_witnesses(
+            self.x.shape[2],
+            self.widths,
+            count,
+            sigma=sigma,
+            scheme=scheme,
+            bias_channel=self.bias_channel,
+            generator=self.generator,
+            device=self.device,
+            dtype=self.dtype,
+            x=self.x if calibrated else None,
+            beta=self.beta,
+            steps=self.steps if calibrated else None,
+        )
 
     def swept(self, params: HiddenParams, factors: Sequence[float]) -> tuple[HiddenParams, Array]:
         """Branches under a threshold sweep and their last-layer patterns.
@@ -392,21 +423,7 @@ class RandomSearch:
             )
 
     def __call__(self, ctx: PricingContext) -> Candidates:
-        d_in = ctx.x.shape[2]
-        base = sample_witnesses(
-            d_in,
-            ctx.widths,
-            self.proposals,
-            sigma=self.sigma,
-            scheme=self.scheme,
-            bias_channel=ctx.bias_channel,
-            generator=ctx.generator,
-            device=ctx.device,
-            dtype=ctx.dtype,
-            x=ctx.x if self.scheme == "calibrated" else None,
-            beta=ctx.beta,
-            steps=ctx.steps if self.scheme == "calibrated" else None,
-        )
+        base = ctx.propose(self.proposals, self.sigma, self.scheme)
         params, pats = ctx.swept(base, self.scales)
         scores = ctx.scores(pats)
         parts, pat_parts, score_parts = [params], [pats], [scores]
@@ -414,15 +431,7 @@ class RandomSearch:
         scale = self.local_scale
         for _ in range(self.local_rounds):
             all_params = concat_params(parts)
-            all_scores = np.concatenate(score_parts)
-            order = np.argsort(-all_scores, kind="stable")
-            elite: list[int] = []
-            for col in order:
-                k = int(col) // m_last
-                if k not in elite:
-                    elite.append(k)
-                if len(elite) >= self.elite:
-                    break
+            elite = _best_branches(np.concatenate(score_parts), m_last, self.elite)
             sel = _select(all_params, elite)
             moved = perturb_witnesses(sel, scale, ctx.generator, self.local_copies)
             moved = _select(moved, range(len(elite), moved.w_in.shape[0]))  # drop originals
@@ -526,32 +535,12 @@ class SurrogateAscent:
         if self.base is not None:
             first = self.base(ctx)
             parts.append(first)
-            order = np.argsort(-first.scores, kind="stable")
-            elite: list[int] = []
-            for col in order:
-                k = int(col) // m_last
-                if k not in elite:
-                    elite.append(k)
-                if len(elite) >= self.starts:
-                    break
+            elite = _best_branches(first.scores, m_last, self.starts)
             start = _select(first.params, elite)
             pats = first.patterns.reshape(first.patterns.shape[0], -1, m_last)[:, elite]
             pats = pats.reshape(pats.shape[0], -1)
         else:
-            start = sample_witnesses(
-                ctx.x.shape[2],
-                ctx.widths,
-                self.starts,
-                sigma=self.sigma,
-                scheme=self.scheme,
-                bias_channel=ctx.bias_channel,
-                generator=ctx.generator,
-                device=ctx.device,
-                dtype=ctx.dtype,
-                x=ctx.x if self.scheme == "calibrated" else None,
-                beta=ctx.beta,
-                steps=ctx.steps if self.scheme == "calibrated" else None,
-            )
+            start = ctx.propose(self.starts, self.sigma, self.scheme)
             pats = ctx.spikes(start)
         G = pats.T.astype(np.float64) @ ctx.u0  # (K_s m, C)
         if ctx.penalty.name == "l1":
