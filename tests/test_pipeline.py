@@ -172,10 +172,11 @@ def test_cvx_cg_grows_the_dictionary_certified_and_exact():
         task="xor", steps=10, depth=3, branches=2, width=8, n_train=200, n_val=100, n_test=200
     )
     cvx = train(TrainConfig(**base, method="cvx", n_rhos=4), progress=False)
-    rec = train(
+    run = train(
         TrainConfig(**base, method="cvx-cg", n_rhos=4, cg_rounds=3, cg_atoms=8, cg_proposals=16),
         progress=False,
-    ).record
+    )
+    rec = run.record
     cg = rec["column_generation"]
     # the path and its selected rho are those of CVX; CG starts from its solution
     assert rec["rho"] == pytest.approx(cvx.record["rho"])
@@ -185,6 +186,14 @@ def test_cvx_cg_grows_the_dictionary_certified_and_exact():
     assert all(b <= a + 1e-15 for a, b in itertools.pairwise(primals))
     assert primals[-1] < primals[0] and rec["P"] > cvx.record["P"]
     assert all(r["val_acc"] is not None for r in cg["rounds"])
+    # the last round's test row accuracy is that of the final CG solution on the test patterns
+    final = run.convex.column_generation
+    test = run.task.test
+    out = final.dictionary.transform(test.x.to(torch.float64)) @ final.solve.coef
+    want = float(
+        ((out[:, 0] + final.solve.intercept[0] > 0) == test.targets[0, :, 0].numpy()).mean()
+    )
+    assert cg["rounds"][-1]["test_row_acc"] == want
     # the returned network is certified and rebuilt exactly on the grown dictionary
     assert rec["rel_gap"] <= 1e-6 and rec["certified"]
     assert rec["reconstruction"]["spikes_identical"]

@@ -387,7 +387,7 @@ def fit_convex(
     cg = None
     if config.method.endswith("-cg"):
         with timer("column_generation"):
-            cg = _column_generation(params, dic, train, val, D_val, Y, best, config, kw, progress)
+            cg = _column_generation(params, dic, task, D_val, Y, best, config, kw, progress)
         params, dic, best = cg.params, cg.dictionary, cg.solve
     with timer("reconstruction"):
         support_before = len(best.support)
@@ -432,8 +432,7 @@ def fit_convex(
 def _column_generation(
     params: Any,
     dic: Any,
-    train: SequenceDataset,
-    val: SequenceDataset,
+    task: TaskData,
     D_val: np.ndarray,
     Y: np.ndarray,
     start: Any,
@@ -441,20 +440,30 @@ def _column_generation(
     kw: dict[str, Any],
     progress: bool,
 ) -> Any:
-    """Column generation from the path's selected solve, at its rho (``*-cg`` methods)."""
+    """Column generation from the path's selected solve, at its rho (``*-cg`` methods).
+
+    Each round's log gets ``val_acc`` and ``test_row_acc``: the share of (step, sample)
+    rows of the validation and test splits with every head right, from that round's
+    solution on the dictionary's patterns of those inputs (teacher-forced for ADDITION,
+    so not its autoregressive metrics; equal to the accuracy for one supervised step).
+    They are reported, never used to choose anything.
+    """
     from cvxsnn.colgen import RandomSearch, SurrogateAscent, column_generation
 
+    train, val, test = task.train, task.val, task.test
     search = RandomSearch(proposals=config.cg_proposals, sigma=config.sigma)
     pricer = search if config.cg_pricer == "random" else SurrogateAscent(base=search)
     layout = kw["heads"]
-    val_acc: dict[int, float] = {}
+    accs: dict[int, tuple[float, float]] = {}
 
     def on_round(rd: Any, res: Any, d: Any) -> None:
-        if d is dic:
-            Dv = D_val
-        else:  # the appended branches on the validation inputs
-            Dv = d.transform(val.x.to(torch.float64))
-        val_acc[rd.round] = _accuracy_from_outputs(Dv @ res.coef + res.intercept, val, layout)
+        # the appended branches on the validation and test inputs
+        Dv = D_val if d is dic else d.transform(val.x.to(torch.float64))
+        Dt = d.transform(test.x.to(torch.float64))
+        accs[rd.round] = (
+            _accuracy_from_outputs(Dv @ res.coef + res.intercept, val, layout),
+            _accuracy_from_outputs(Dt @ res.coef + res.intercept, test, layout),
+        )
 
     cg = column_generation(
         params,
@@ -476,7 +485,15 @@ def _column_generation(
         callback=on_round,
         **kw,
     )
-    cg.log[:] = [{**r, "val_acc": val_acc.get(int(r["round"]))} for r in cg.log]
+    none = (None, None)
+    cg.log[:] = [
+        {
+            **r,
+            "val_acc": accs.get(int(r["round"]), none)[0],
+            "test_row_acc": accs.get(int(r["round"]), none)[1],
+        }
+        for r in cg.log
+    ]
     return cg
 
 
