@@ -125,7 +125,7 @@ def run_settings(names: list[str], seeds: list[int], args: argparse.Namespace) -
                 k *= 2
             for method, K in jobs:
                 key = f"{name}|{seed}|{method}|{K}|{args.rounds}|{args.atoms}"
-                if key in done:
+                if key in done and not (args.rerun_cg and method == "cvx-cg"):
                     continue
                 cfg = TrainConfig(
                     **base,
@@ -254,7 +254,13 @@ def _mean_ci(v: list[float]) -> str:
 
 
 def summary(path: Path) -> None:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    newest: dict[str, dict[str, Any]] = {}  # a rerun row replaces the earlier one
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            newest.pop(row["key"], None)
+            newest[row["key"]] = row
+    rows = list(newest.values())
     sett = [r for r in rows if r["kind"] == "setting"]
     for name in SETTINGS:
         rs = [r for r in sett if r["setting"] == name]
@@ -307,6 +313,7 @@ def summary(path: Path) -> None:
             c = r["cg"]
             per = ", ".join(
                 f"{x['round']}: P={x['n_atoms']} primal={x['primal']:.4f} val={x['val_acc']:.3f}"
+                + (f" test={x['test_row_acc']:.3f}" if x.get("test_row_acc") is not None else "")
                 for x in c["rounds"]
             )
             print(
@@ -358,6 +365,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--rerun-cg", action="store_true", help="run the cvx-cg rows again (the newest row wins)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.summary:
