@@ -27,11 +27,11 @@ from cvxsnn.pipeline import TrainConfig, train
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "xor-L10-T6": dict(task="xor", depth=10, steps=6, n_train=2000, n_val=500, n_test=1000),
-    "xor-L3-T14": dict(task="xor", depth=3, steps=14, n_train=2000, n_val=500, n_test=1000),
     "add3-L3": dict(
         task="addition", base=3, depth=3, steps=6, n_train=2000, n_val=500, n_test=1000
     ),
     "mnist-L3-T14": dict(task="mnist-seq", depth=3, steps=14, n_train=2000, n_val=500, n_test=1000),
+    "xor-L3-T14": dict(task="xor", depth=3, steps=14, n_train=2000, n_val=500, n_test=1000),
 }
 SIGMAS = ("0.25", "0.5", "1", "2", "4", "calibrated")
 KM = ((128, 8), (32, 32), (8, 128))  # K x m = 1024 raw atoms
@@ -63,7 +63,16 @@ def run(seeds: list[int], out: Path, data_dir: str | None) -> None:
         if key in done:
             continue
         cfg = TrainConfig(**SETTINGS[name], **kw, method="cvx", threads=1, data_dir=data_dir)
-        rec = train(cfg, progress=False).record
+        try:
+            rec = train(cfg, progress=False).record
+        except ValueError as err:  # e.g. every sampled neuron silent: nothing to solve over
+            if "dictionary is empty" not in str(err):
+                raise
+            row = {"key": key, "setting": name, **kw, "empty": True, "error": str(err)}
+            with open(out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"[guide] {key}: empty dictionary", file=sys.stderr)
+            continue
         top = rec["rho_path"][0]["rho"] / float(
             np.geomspace(1.0, cfg.rho_min_ratio, cfg.n_rhos + 1)[1]
         )
@@ -112,6 +121,10 @@ def summary(out: Path) -> None:
         cells = []
         for s in SIGMAS:
             rs = [r for r in rows if r["key"].startswith(f"sigma|{name}|{s}|")]
+            if rs and all(r.get("empty") for r in rs):
+                cells.append(f"empty dictionary ({len(rs)} seeds)")
+                continue
+            rs = [r for r in rs if not r.get("empty")]
             if not rs:
                 cells.append("-")
                 continue
@@ -135,9 +148,9 @@ def summary(out: Path) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\n### Selected rho / rho_max (all runs above)\n")
     for name in SETTINGS:
-        v = [r["rho_over_max"] for r in rows if r["setting"] == name and r["rho_over_max"]]
+        v = [r["rho_over_max"] for r in rows if r["setting"] == name and r.get("rho_over_max")]
         if v:
-            gap = max(r["gap"] for r in rows if r["setting"] == name)
+            gap = max(r["gap"] for r in rows if r["setting"] == name and "gap" in r)
             print(
                 f"- {name}: median {statistics.median(v):.3g}, range {min(v):.3g}-{max(v):.3g}"
                 f" over {len(v)} runs; max gap {gap:.1e}"
