@@ -124,13 +124,15 @@ def summary(out: Path) -> None:
             if rs and all(r.get("empty") for r in rs):
                 cells.append(f"empty dictionary ({len(rs)} seeds)")
                 continue
+            n_empty = sum(bool(r.get("empty")) for r in rs)
             rs = [r for r in rs if not r.get("empty")]
             if not rs:
                 cells.append("-")
                 continue
+            note = f"; {n_empty} seed(s) with an empty dictionary" if n_empty else ""
             cells.append(
                 f"{_mean_ci([r['test_acc'] for r in rs])} "
-                f"(P {statistics.fmean(r['P'] for r in rs):.0f})"
+                f"(P {statistics.fmean(r['P'] for r in rs):.0f}{note})"
             )
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\n### K against m at K m = 1024 raw atoms (sigma = 1)\n")
