@@ -98,22 +98,28 @@ def test_all_binary_patterns_are_distinct_and_complete():
     assert A.sum(axis=0).min() >= 1 and A.sum(axis=0).max() <= 3
 
 
-def test_exact_pricing_reaches_enumerated_optimum(tiny):
-    x, y, steps, pool, rho = tiny
-    opt = solve(pool.atoms, y, rho, tol=1e-10)
+def _cg_on_tiny(tiny, pricer, rounds: int, seed: int):
+    """Column generation from 2 random branches on the tiny instance (3 atoms a round)."""
+    x, y, steps, _, rho = tiny
     p0 = sample_witnesses(2, (2,), 2, generator=_gen(2))
-    res = column_generation(
+    return column_generation(
         p0,
         x,
         steps,
         y,
         rho,
-        generator=_gen(3),
-        pricer=EnumeratedPricer(pool.params),
-        max_rounds=30,
+        generator=_gen(seed),
+        pricer=pricer,
+        max_rounds=rounds,
         atoms_per_round=3,
         tol=1e-10,
     )
+
+
+def test_exact_pricing_reaches_enumerated_optimum(tiny):
+    _, y, _, pool, rho = tiny
+    opt = solve(pool.atoms, y, rho, tol=1e-10)
+    res = _cg_on_tiny(tiny, EnumeratedPricer(pool.params), rounds=30, seed=3)
     assert res.stop_reason == "no_violation"
     assert abs(res.solve.primal - opt.primal) <= 1e-8 * max(1.0, opt.primal) + opt.gap
     # every pool pattern was examined: optimality over dictionary + examined set
@@ -126,21 +132,9 @@ def test_exact_pricing_reaches_enumerated_optimum(tiny):
 
 def test_heuristic_search_distance_to_enumerated_optimum(tiny):
     """The random search never sees the pool; report how far it ends from the exact optimum."""
-    x, y, steps, pool, rho = tiny
+    _, y, _, pool, rho = tiny
     opt = solve(pool.atoms, y, rho, tol=1e-10)
-    p0 = sample_witnesses(2, (2,), 2, generator=_gen(2))
-    res = column_generation(
-        p0,
-        x,
-        steps,
-        y,
-        rho,
-        generator=_gen(4),
-        pricer=RandomSearch(proposals=32),
-        max_rounds=8,
-        atoms_per_round=3,
-        tol=1e-10,
-    )
+    res = _cg_on_tiny(tiny, RandomSearch(proposals=32), rounds=8, seed=4)
     start = res.rounds[0].primal
     assert res.solve.primal < start  # the search found violators on this instance
     # every pattern is in the pool, so the search cannot end below its optimum; measured
@@ -151,21 +145,10 @@ def test_heuristic_search_distance_to_enumerated_optimum(tiny):
 
 
 def test_surrogate_ascent_patterns_are_exact_and_cg_monotone(tiny):
-    x, y, steps, pool, rho = tiny
+    _, y, _, pool, rho = tiny
     opt = solve(pool.atoms, y, rho, tol=1e-10)
-    p0 = sample_witnesses(2, (2,), 2, generator=_gen(2))
-    res = column_generation(
-        p0,
-        x,
-        steps,
-        y,
-        rho,
-        generator=_gen(4),
-        pricer=SurrogateAscent(base=RandomSearch(proposals=16), starts=4, iters=10),
-        max_rounds=6,
-        atoms_per_round=3,
-        tol=1e-10,
-    )
+    ascent = SurrogateAscent(base=RandomSearch(proposals=16), starts=4, iters=10)
+    res = _cg_on_tiny(tiny, ascent, rounds=6, seed=4)
     primals = [r.primal for r in res.rounds]
     assert all(b <= a + 1e-15 for a, b in itertools.pairwise(primals))
     assert primals[-1] < primals[0]
