@@ -205,7 +205,9 @@ def lif_step(
     ``U_t = beta U_{t-1} + I_t - theta S_{t-1}``; ``S_t = 1[U_t > theta]``.
     In place, the reset is ``U += (-1) * theta * S`` (addcmul): ``theta * S``
     is exactly 0 or theta, so this rounds as the subtraction does, and
-    ``U > theta`` is ``U - theta > 0`` for every pair of floats.
+    ``U > theta`` is ``U - theta > 0`` for every pair of floats (with
+    subnormals kept, torch's default: the difference of two distinct floats
+    is then never rounded to zero).
     """
     if out is not None:
         if torch.is_grad_enabled():
