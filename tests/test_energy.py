@@ -49,3 +49,20 @@ def test_synops_equal_recount_on_random_net():
     assert a["synops_dense"] == pytest.approx(dense)
     assert a["synops_nonzero"] == pytest.approx(nonzero)
     assert a["synops_nonzero"] < a["synops_dense"]
+
+
+def test_activity_in_chunks_equals_one_pass(monkeypatch):
+    # counts are accumulated over sample chunks; the totals are exact, so identical
+    cfg = NetConfig(d_in=3, widths=(6, 5), branches=3, out_layout=(2,), head_classes=(2,))
+    net = ParallelLIFNet(cfg, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.w_in.mul_(4)
+    x = torch.rand(7, 50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    whole = activity(net, x, steps=[3, 5])
+    monkeypatch.setattr(ParallelLIFNet, "chunk_samples", lambda self: 7)
+    chunked = activity(net, x, steps=[3, 5])
+    assert chunked == whole
+    assert whole["total_spikes"] > 0
+    with torch.no_grad():
+        trace = net.run_hidden(x[:6])  # steps [3, 5]: counted up to step 5
+    assert whole["spikes"] == [float(s.sum()) for s in trace.spikes]

@@ -103,6 +103,25 @@ def test_in_place_step_needs_no_grad_and_falls_back_on_mixed_dtypes():
         assert torch.equal(lif_run(cur, theta32, 0.9, Sigmoid())[0], ref)
 
 
+def test_run_writes_into_a_strided_out_buffer():
+    # the dictionary's forward writes spikes branch-major: (K, T, B, m) in memory,
+    # seen as (T, B, K, m); the values are those of a fresh buffer
+    g = torch.Generator().manual_seed(3)
+    cur = torch.randn(6, 4, 3, 5, generator=g, dtype=torch.float64) * 2  # (T, B, K, m)
+    theta = torch.rand(3, 5, generator=g, dtype=torch.float64) + 0.5
+    ref = lif_run(cur, theta, 0.9, Sigmoid())[0]
+    buf = torch.full((3, 6, 4, 5), 7.0, dtype=torch.float64)
+    out = buf.permute(1, 2, 0, 3)
+    with torch.no_grad():
+        s, _, last = lif_run(cur, theta, 0.9, Sigmoid(), out=out)
+    assert s.data_ptr() == buf.data_ptr() and torch.equal(s, ref)
+    assert torch.equal(last.s, ref[-1])
+    with pytest.raises(ValueError, match="only with gradients off"):
+        lif_run(cur, theta, 0.9, Sigmoid(), out=out)
+    with torch.no_grad(), pytest.raises(ValueError, match="out must have the shape"):
+        lif_run(cur, theta, 0.9, Sigmoid(), out=out[:2])
+
+
 def test_step_and_run_agree_and_state_returned():
     g = torch.Generator().manual_seed(1)
     cur = torch.randn(7, 4, 3, 5, generator=g, dtype=torch.float64)

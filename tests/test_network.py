@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvxsnn.network import (
+    ForwardWorkspace,
     HiddenParams,
     NetConfig,
     ParallelLIFNet,
@@ -75,6 +76,55 @@ def test_k_parallel_equals_k_separate_runs(K, widths, T, B, seed):
             assert diff.max() <= 1e-12
         total += single(x)
     torch.testing.assert_close(net(x), total + net.b_out, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    K=st.integers(1, 5),
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    T=st.integers(1, 8),
+    chunks=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    seed=st.integers(0, 10_000),
+)
+def test_last_spikes_in_a_reused_workspace_equal_run_hidden(K, widths, T, chunks, seed):
+    # the dictionary's forward: same spikes bit for bit, whatever chunk sizes follow
+    # each other through one workspace (buffers grow, shrink to views, and alternate)
+    net = _net(K, widths, seed=seed)
+    ws = ForwardWorkspace()
+    for i, B in enumerate(chunks):
+        gen = torch.Generator().manual_seed(seed + i)
+        x = torch.rand(T, B, 3, dtype=torch.float64, generator=gen) * 2
+        got = net.last_spikes(x, ws)
+        ref = net.run_hidden(x).spikes[-1]
+        assert got.shape == ref.shape == (T, B, K, widths[-1])
+        assert torch.equal(got, ref)
+    assert ws.nbytes > 0
+
+
+def test_last_spikes_needs_no_workspace_and_keeps_gradients_off():
+    net = _net(3, (4, 5), seed=1)
+    x = torch.rand(4, 2, 3, dtype=torch.float64)
+    got = net.last_spikes(x)
+    assert not got.requires_grad
+    assert torch.equal(got, net.run_hidden(x).spikes[-1])
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 64])
+def test_predict_in_chunks_equals_forward(chunk):
+    net = _net(3, (4, 5), C=3, seed=4)
+    x = torch.rand(6, 10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2
+    ref = decode_outputs(net(x, [2, 5]).detach(), net.config.out_layout)
+    got = net.predict(x, [2, 5], chunk_rows=chunk)
+    assert got.shape == (2, 10, 1) and torch.equal(got, ref)
+    assert torch.equal(net.predict(x, chunk_rows=chunk), net.predict(x))
+
+
+def test_predict_rejects_bad_chunk_and_shapes():
+    net = _net(2, (3,), seed=0)
+    with pytest.raises(ValueError, match="chunk_rows must be an int >= 1"):
+        net.predict(torch.rand(3, 2, 3, dtype=torch.float64), chunk_rows=0)
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, d\)"):
+        net.predict(torch.rand(3, 2, 4, dtype=torch.float64))
 
 
 def test_step_api_matches_forward():

@@ -9,7 +9,8 @@ neurons that produced it.
 
 The spikes come from the one LIF kernel: the witnesses are written into a
 :class:`~cvxsnn.network.ParallelLIFNet` and its ``run_hidden`` is called in
-float64 under ``torch.no_grad``, chunked over samples so that memory stays
+float64 under ``torch.no_grad`` (its ``last_spikes``, which is ``run_hidden``
+bit for bit in reused buffers), chunked over samples so that memory stays
 bounded. There is no other LIF implementation here.
 
 Row layout (``"step-major"``): with ``steps = (t_0, ..., t_{S-1})`` and ``n``
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cvxsnn.network import HiddenParams, NetConfig, ParallelLIFNet
+from cvxsnn.network import ForwardWorkspace, HiddenParams, NetConfig, ParallelLIFNet
 from cvxsnn.witnesses import check_hidden_params
 
 __all__ = [
@@ -453,11 +454,12 @@ def _spikes(
     step_idx = torch.as_tensor(steps, dtype=torch.long, device=net.device)
     if columns is not None:
         flat = torch.as_tensor(columns[:, 0] * m + columns[:, 1], device=net.device)
+    workspace = ForwardWorkspace()  # one set of buffers for every chunk
     with torch.no_grad():
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
             xb = x[:, a:b].to(device=net.device, dtype=torch.float64)
-            last = net.run_hidden(xb).spikes[-1]  # (T, B, K, m)
+            last = net.last_spikes(xb, workspace)  # (T, B, K, m)
             sel = last.index_select(0, step_idx).reshape(S, b - a, K * m)  # (S, B, K m)
             if columns is not None:
                 sel = sel.index_select(2, flat)

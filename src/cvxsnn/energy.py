@@ -62,16 +62,24 @@ def activity(net: ParallelLIFNet, x: Tensor, steps: Sequence[int] | None = None)
     -----
     ``SynOps = sum_l sum_{t, b, k, j} S^l_{t,b,k,j} * fanout^l_{k,j}``.
     """
-    with torch.no_grad():
-        trace = net.run_hidden(x)
     T, B = int(x.shape[0]), int(x.shape[1])
     if steps is not None and len(steps):
         T = int(max(steps)) + 1
+    # spike counts per neuron, accumulated over sample chunks so that memory does not grow
+    # with B (integer counts: the float64 sums are exact, so chunking changes nothing)
+    per_layer = [
+        torch.zeros(net.config.branches, w, dtype=torch.float64, device=net.device)
+        for w in net.config.widths
+    ]
+    chunk = net.chunk_samples()
+    with torch.no_grad():
+        for a in range(0, B, chunk):
+            trace = net.run_hidden(x[:T, a : a + chunk])
+            for acc, s in zip(per_layer, trace.spikes, strict=True):
+                acc += s.sum(dim=(0, 1), dtype=torch.float64)  # (K, m)
     rates, counts, neurons = [], [], []
     dense_total = nonzero_total = 0.0
-    for s, (dense, nonzero) in zip(trace.spikes, _fanouts(net), strict=True):
-        s = s[:T].to(torch.float64)  # (T, B, K, m)
-        per_neuron = s.sum(dim=(0, 1))  # (K, m)
+    for per_neuron, (dense, nonzero) in zip(per_layer, _fanouts(net), strict=True):
         total = float(per_neuron.sum())
         counts.append(total)
         neurons.append(int(per_neuron.numel()))
@@ -99,7 +107,7 @@ def activity_record(
 ) -> dict[str, Any]:
     """Activity of ``net`` on ``x`` as flat record keys (``{prefix}_firing_rate`` ...).
 
-    Cheap: one forward pass under no_grad. Meant for a result record, e.g.
+    Cheap: one forward pass under no_grad, in sample chunks. Meant for a result record, e.g.
     ``record["activity"] = activity_record(net, task.test.x, task.test.steps)``.
     """
     a = activity(net, x, steps)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from cvxsnn.kernel import LIFState, get_surrogate, init_state, lif_run, lif_step
 
 __all__ = [
+    "ForwardWorkspace",
     "HiddenParams",
     "NetConfig",
     "NetTrace",
@@ -35,6 +36,10 @@ __all__ = [
     "load_model",
     "save_model",
 ]
+
+#: Target size of one (B, K, m) step tensor of a chunked no-gradient forward pass, in bytes:
+#: the LIF recurrence is memory-bound, so its per-step work should stay in cache.
+CACHE_STEP_BYTES = 2**20
 
 MODEL_FORMAT = "cvxsnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -159,6 +164,39 @@ class NetTrace(NamedTuple):
 
     spikes: list[Tensor]
     membranes: list[Tensor] | None
+
+
+class ForwardWorkspace:
+    """Reusable buffers for :meth:`ParallelLIFNet.last_spikes` (no gradients).
+
+    A chunked forward pass over many samples allocates the same few
+    ``(T, B, K, m)`` tensors for every chunk; each fresh allocation of that size
+    is mapped anew by the allocator and its pages are zero-filled on first
+    touch, which on the dictionary's sizes costs as much as the LIF recurrence.
+    One workspace per chunk loop keeps them: a buffer grows when a larger one
+    is asked for and is otherwise reused as a view of its first elements.
+    Buffers hold no meaning between calls; a workspace is not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A contiguous tensor of ``shape`` (dtype and device of ``like``), contents undefined."""
+        numel = 1
+        for size in shape:
+            numel *= int(size)
+        buf = self._buffers.get(name)
+        fits = buf is not None and buf.numel() >= numel
+        if not fits or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
 class ParallelLIFNet(nn.Module):
@@ -308,6 +346,56 @@ class ParallelLIFNet(nn.Module):
                 membranes.append(v)
         return NetTrace(spikes, membranes)
 
+    def last_spikes(self, x: Tensor, workspace: ForwardWorkspace | None = None) -> Tensor:
+        """Spikes of the last hidden layer, without gradients, in reusable buffers.
+
+        The same computation as ``run_hidden(x).spikes[-1]``, bit for bit (a test
+        checks it), arranged for long chunked passes (the spike dictionary): the
+        spikes of each layer are written branch-major, ``(K, T, B, m)`` in
+        memory, so the next layer's batched matmul reads them without a copy
+        and writes its currents in the layout the recurrence reads; two spike
+        buffers alternate between layers, and all buffers come from
+        ``workspace`` and are reused by the next call.
+
+        Parameters
+        ----------
+        x : Tensor of shape (T, B, d)
+        workspace : ForwardWorkspace, optional
+            Buffers to reuse; a fresh one when omitted.
+
+        Returns
+        -------
+        Tensor of shape (T, B, K, m_{L-1})
+            A view into ``workspace``: valid until its next use.
+        """
+        ws = ForwardWorkspace() if workspace is None else workspace
+        with torch.no_grad():
+            x = self._check_input(x)
+            T, B, d_eff = x.shape
+            K, widths = self.config.branches, self.config.widths
+            w_in = self.w_in.detach()
+            cur = ws.take("current_in", (T * B, K * widths[0]), x)
+            torch.mm(x.reshape(T * B, d_eff), w_in.permute(1, 0, 2).reshape(d_eff, -1), out=cur)
+            cur = cur.view(T, B, K, widths[0])  # (T, B, K, m_1)
+            spikes = cur
+            for layer, m in enumerate(widths):
+                if layer > 0:
+                    prev = spikes.permute(2, 0, 1, 3).reshape(K, T * B, widths[layer - 1])  # view
+                    buf = ws.take("current", (K, T * B, m), x)
+                    torch.bmm(prev, self.w_hidden[layer - 1].detach(), out=buf)
+                    cur = buf.view(K, T, B, m).permute(1, 2, 0, 3)  # (T, B, K, m) view
+                out = ws.take(f"spikes{layer % 2}", (K, T, B, m), x).permute(1, 2, 0, 3)
+                spikes, _, _ = lif_run(
+                    cur, self.thetas[layer].detach(), self.config.beta, self.surrogate, out=out
+                )
+            return spikes
+
+    def chunk_samples(self) -> int:
+        """Samples per chunk of a no-gradient pass: one (B, K, m) step tensor of the
+        widest layer about ``CACHE_STEP_BYTES``, at least 16 samples."""
+        step = self.dtype.itemsize * self.config.branches * max(self.config.widths)
+        return max(16, CACHE_STEP_BYTES // step)
+
     def readout(self, last_spikes: Tensor) -> Tensor:
         """Linear readout ``sum_k S_k @ W^out_k + b``.
 
@@ -342,10 +430,48 @@ class ParallelLIFNet(nn.Module):
             last = last[torch.as_tensor(steps, device=last.device, dtype=torch.long)]
         return self.readout(last)
 
-    def predict(self, x: Tensor, steps: Sequence[int] | Tensor | None = None) -> Tensor:
-        """Predicted class of each head: Tensor of shape (S, B, H), dtype long."""
+    def predict(
+        self,
+        x: Tensor,
+        steps: Sequence[int] | Tensor | None = None,
+        chunk_rows: int | None = None,
+    ) -> Tensor:
+        """Predicted class of each head: Tensor of shape (S, B, H), dtype long.
+
+        Runs without gradients in chunks of ``chunk_rows`` samples
+        (:meth:`chunk_samples` by default) through :meth:`last_spikes`, so
+        memory does not grow with B: the outputs are those of ``self(x, steps)``.
+        """
+        x = self._check_input_shape(x)
+        chunk = self.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
+        idx = None
+        if steps is not None:
+            idx = torch.as_tensor(steps, device=self.device, dtype=torch.long)
+        ws = ForwardWorkspace()
+        preds = []
         with torch.no_grad():
-            return decode_outputs(self(x, steps), self.config.out_layout)
+            for a in range(0, x.shape[1], chunk):
+                last = self.last_spikes(x[:, a : a + chunk], ws)  # (T, b, K, m)
+                if idx is not None:
+                    last = last.index_select(0, idx)
+                preds.append(decode_outputs(self.readout(last), self.config.out_layout))
+        if not preds:
+            return torch.zeros(
+                (x.shape[0] if idx is None else len(idx), 0, len(self.config.out_layout)),
+                dtype=torch.long,
+                device=self.device,
+            )
+        return torch.cat(preds, dim=1)
+
+    def _check_input_shape(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (T, B, d); got {type(x).__name__}")
+        if x.dim() != 3 or x.shape[0] < 1 or x.shape[2] != self.config.d_in:
+            raise ValueError(
+                f"x must have shape (T, B, d) with T >= 1 and d = {self.config.d_in}; "
+                f"got {tuple(x.shape)}"
+            )
+        return x
 
     # ------------------------------------------------------------------ #
     # Stateful step API (autoregressive evaluation)
@@ -385,6 +511,13 @@ class ParallelLIFNet(nn.Module):
                 lif_step(cur, st, self.thetas[layer], self.config.beta, self.surrogate)
             )
         return self.readout(new_state[-1].s), tuple(new_state)
+
+
+def check_chunk(chunk_rows: int) -> int:
+    """``chunk_rows`` if it is an int >= 1; ValueError naming it otherwise."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be an int >= 1; got {chunk_rows!r}")
+    return chunk_rows
 
 
 def decode_outputs(outputs: Tensor, out_layout: Sequence[int]) -> Tensor:
