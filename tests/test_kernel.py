@@ -120,6 +120,13 @@ def test_run_writes_into_a_strided_out_buffer():
         lif_run(cur, theta, 0.9, Sigmoid(), out=out)
     with torch.no_grad(), pytest.raises(ValueError, match="out must have the shape"):
         lif_run(cur, theta, 0.9, Sigmoid(), out=out[:2])
+    ref_u = lif_run(cur, theta, 0.9, Sigmoid(), return_membrane=True)[1]
+    mem = torch.empty(3, 6, 4, 5, dtype=torch.float64).permute(1, 2, 0, 3)
+    with torch.no_grad():
+        _, u, _ = lif_run(cur, theta, 0.9, Sigmoid(), return_membrane=True, membrane_out=mem)
+        with pytest.raises(ValueError, match="membrane_out needs return_membrane"):
+            lif_run(cur, theta, 0.9, Sigmoid(), membrane_out=mem)
+    assert u.data_ptr() == mem.data_ptr() and torch.equal(u, ref_u)
 
 
 def test_step_and_run_agree_and_state_returned():

@@ -95,9 +95,14 @@ def test_last_spikes_in_a_reused_workspace_equal_run_hidden(K, widths, T, chunks
         gen = torch.Generator().manual_seed(seed + i)
         x = torch.rand(T, B, 3, dtype=torch.float64, generator=gen) * 2
         got = net.last_spikes(x, ws)
-        ref = net.run_hidden(x).spikes[-1]
-        assert got.shape == ref.shape == (T, B, K, widths[-1])
-        assert torch.equal(got, ref)
+        ref = net.run_hidden(x, return_membrane=True)
+        assert got.shape == ref.spikes[-1].shape == (T, B, K, widths[-1])
+        assert torch.equal(got, ref.spikes[-1])
+        with torch.no_grad():  # every layer, membranes too, in the same workspace
+            into = net.run_hidden(x, return_membrane=True, workspace=ws)
+        for layer in range(len(widths)):
+            assert torch.equal(into.spikes[layer], ref.spikes[layer])
+            assert torch.equal(into.membranes[layer], ref.membranes[layer])
     assert ws.nbytes > 0
 
 
@@ -107,6 +112,8 @@ def test_last_spikes_needs_no_workspace_and_keeps_gradients_off():
     got = net.last_spikes(x)
     assert not got.requires_grad
     assert torch.equal(got, net.run_hidden(x).spikes[-1])
+    with pytest.raises(ValueError, match="workspace only with gradients off"):
+        net.run_hidden(x, workspace=ForwardWorkspace())
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 3, 64])

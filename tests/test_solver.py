@@ -281,6 +281,32 @@ def test_properties_squared(seed, n, P, frac, penalty):
         assert np.linalg.matrix_rank(M) == M.shape[1]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(10, 120),
+    k=st.integers(1, 12),
+    planted=st.integers(0, 3),
+    binary=st.booleans(),
+)
+def test_gram_full_rank_test_never_contradicts_the_svd(seed, n, k, planted, binary):
+    # the Gram shortcut may only say "full rank" where the SVD finds no null vector; with
+    # planted dependencies (a column equal to a sum of others) it must stay silent
+    from cvxsnn.solver.support import _clearly_full_rank, _null_basis
+
+    rng = np.random.default_rng(seed)
+    M = (rng.random((n, k)) < 0.4).astype(float) if binary else rng.standard_normal((n, k))
+    for _ in range(planted):
+        i, j = rng.integers(0, M.shape[1], size=2)
+        M = np.hstack([M, M[:, [i]] + (M[:, [j]] if i != j else 0)])
+    if M.shape[0] <= 2 * M.shape[1]:
+        return
+    nullity = M.shape[1] - np.linalg.matrix_rank(M)
+    if _clearly_full_rank(M):
+        assert nullity == 0
+    assert _null_basis(M).shape == (M.shape[1], nullity)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(4, 20), P=st.integers(2, 12))
 def test_reduce_support_arbitrary_point(seed, n, P):

@@ -232,6 +232,7 @@ def lif_run(
     return_membrane: bool = False,
     detach_reset: bool = True,
     out: Tensor | None = None,
+    membrane_out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, LIFState]:
     """Run :func:`lif_step` over a time-major sequence of currents.
 
@@ -254,6 +255,8 @@ def lif_run(
         buffer across calls saves allocating, and first touching, a fresh
         ``(T, B, ...)`` tensor every call (the page faults of that first touch
         cost as much as the recurrence itself at the dictionary's sizes).
+    membrane_out : Tensor of shape (T, B, ...), optional
+        The same for the membrane trace (with ``return_membrane``).
 
     Returns
     -------
@@ -271,22 +274,28 @@ def lif_run(
     if state is None:
         state = init_state(currents[0])
     fast = not torch.is_grad_enabled() and _same_kind(currents, theta, beta, state)
-    if out is not None:
+    if membrane_out is not None and not return_membrane:
+        raise ValueError("membrane_out needs return_membrane=True")
+    for name, buf in (("out", out), ("membrane_out", membrane_out)):
+        if buf is None:
+            continue
         if not fast:
             raise ValueError(
-                "lif_run writes into out only with gradients off (torch.no_grad) and theta, "
+                f"lif_run writes into {name} only with gradients off (torch.no_grad) and theta, "
                 "beta and the state of the dtype and per-step shape of currents"
             )
-        if out.shape != currents.shape or out.dtype != currents.dtype:
+        if buf.shape != currents.shape or buf.dtype != currents.dtype:
             raise ValueError(
-                f"out must have the shape {tuple(currents.shape)} and dtype {currents.dtype} of "
-                f"currents; got {tuple(out.shape)} {out.dtype}"
+                f"{name} must have the shape {tuple(currents.shape)} and dtype {currents.dtype} "
+                f"of currents; got {tuple(buf.shape)} {buf.dtype}"
             )
     if fast:
         # no graph to keep: every step writes into preallocated buffers (the same
         # arithmetic without its temporaries; 2.7x faster on cache-sized chunks)
         spk = torch.empty_like(currents) if out is None else out
-        mem = torch.empty_like(currents) if return_membrane else None
+        mem = None
+        if return_membrane:
+            mem = torch.empty_like(currents) if membrane_out is None else membrane_out
         v = torch.empty_like(currents[0]) if mem is None else None
         for t, current in enumerate(currents.unbind(0)):
             buf = LIFState(mem[t] if mem is not None else v, spk[t])

@@ -308,7 +308,12 @@ class ParallelLIFNet(nn.Module):
             x = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
         return x
 
-    def run_hidden(self, x: Tensor, return_membrane: bool = False) -> NetTrace:
+    def run_hidden(
+        self,
+        x: Tensor,
+        return_membrane: bool = False,
+        workspace: ForwardWorkspace | None = None,
+    ) -> NetTrace:
         """Run all hidden layers on a whole sequence.
 
         Parameters
@@ -316,12 +321,21 @@ class ParallelLIFNet(nn.Module):
         x : Tensor of shape (T, B, d)
         return_membrane : bool
             Also keep every layer's membrane trace.
+        workspace : ForwardWorkspace, optional
+            Without gradients only: write every layer's spikes (and membranes)
+            into these reusable buffers, branch-major, as :meth:`last_spikes`
+            does. The trace is then a set of views, valid until the
+            workspace's next use; the values are the same bit for bit.
 
         Returns
         -------
         NetTrace
             ``spikes[l]`` of shape (T, B, K, m_l) for every hidden layer l.
         """
+        if workspace is not None:
+            if torch.is_grad_enabled():
+                raise ValueError("run_hidden takes a workspace only with gradients off")
+            return self._hidden_into(x, workspace, keep_all=True, membranes=return_membrane)
         x = self._check_input(x)
         T, B, _ = x.shape
         K = self.config.branches
@@ -370,25 +384,48 @@ class ParallelLIFNet(nn.Module):
         """
         ws = ForwardWorkspace() if workspace is None else workspace
         with torch.no_grad():
-            x = self._check_input(x)
-            T, B, d_eff = x.shape
-            K, widths = self.config.branches, self.config.widths
-            w_in = self.w_in.detach()
-            cur = ws.take("current_in", (T * B, K * widths[0]), x)
-            torch.mm(x.reshape(T * B, d_eff), w_in.permute(1, 0, 2).reshape(d_eff, -1), out=cur)
-            cur = cur.view(T, B, K, widths[0])  # (T, B, K, m_1)
-            spikes = cur
-            for layer, m in enumerate(widths):
-                if layer > 0:
-                    prev = spikes.permute(2, 0, 1, 3).reshape(K, T * B, widths[layer - 1])  # view
-                    buf = ws.take("current", (K, T * B, m), x)
-                    torch.bmm(prev, self.w_hidden[layer - 1].detach(), out=buf)
-                    cur = buf.view(K, T, B, m).permute(1, 2, 0, 3)  # (T, B, K, m) view
-                out = ws.take(f"spikes{layer % 2}", (K, T, B, m), x).permute(1, 2, 0, 3)
-                spikes, _, _ = lif_run(
-                    cur, self.thetas[layer].detach(), self.config.beta, self.surrogate, out=out
-                )
-            return spikes
+            return self._hidden_into(x, ws, keep_all=False, membranes=False).spikes[-1]
+
+    def _hidden_into(
+        self, x: Tensor, ws: ForwardWorkspace, keep_all: bool, membranes: bool
+    ) -> NetTrace:
+        """The no-gradient forward of :meth:`run_hidden` in ``ws``'s buffers.
+
+        ``keep_all=False`` keeps the last layer only (two spike buffers alternate).
+        """
+        x = self._check_input(x)
+        T, B, d_eff = x.shape
+        K, widths = self.config.branches, self.config.widths
+        cur = ws.take("current_in", (T * B, K * widths[0]), x)
+        w_in = self.w_in.detach().permute(1, 0, 2).reshape(d_eff, -1)
+        torch.mm(x.reshape(T * B, d_eff), w_in, out=cur)
+        cur = cur.view(T, B, K, widths[0])  # (T, B, K, m_1)
+        spikes: list[Tensor] = []
+        mems: list[Tensor] | None = [] if membranes else None
+        for layer, m in enumerate(widths):
+            if layer > 0:
+                prev = spikes[-1].permute(2, 0, 1, 3).reshape(K, T * B, widths[layer - 1])  # view
+                buf = ws.take("current", (K, T * B, m), x)
+                torch.bmm(prev, self.w_hidden[layer - 1].detach(), out=buf)
+                cur = buf.view(K, T, B, m).permute(1, 2, 0, 3)  # (T, B, K, m) view
+            name = f"spikes{layer}" if keep_all else f"spikes{layer % 2}"
+            out = ws.take(name, (K, T, B, m), x).permute(1, 2, 0, 3)
+            mem_out = None
+            if mems is not None:
+                mem_out = ws.take(f"membranes{layer}", (K, T, B, m), x).permute(1, 2, 0, 3)
+            s, v, _ = lif_run(
+                cur,
+                self.thetas[layer].detach(),
+                self.config.beta,
+                self.surrogate,
+                return_membrane=mems is not None,
+                out=out,
+                membrane_out=mem_out,
+            )
+            spikes = [*spikes, s] if keep_all else [s]
+            if mems is not None:
+                mems.append(v)
+        return NetTrace(spikes, mems)
 
     def chunk_samples(self) -> int:
         """Samples per chunk of a no-gradient pass: one (B, K, m) step tensor of the

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from cvxsnn.dictionary import CACHE_STEP_BYTES, SpikeDictionary, _check_steps, _check_x
-from cvxsnn.network import HiddenParams, NetConfig, ParallelLIFNet
+from cvxsnn.network import ForwardWorkspace, HiddenParams, NetConfig, ParallelLIFNet
 from cvxsnn.witnesses import check_hidden_params, named_tensors
 
 __all__ = [
@@ -344,19 +344,23 @@ def verify_reconstruction(
     real_t = torch.as_tensor(real, device=net64.device)
     if chunk_rows is None:
         chunk_rows = max(16, CACHE_STEP_BYTES // (8 * Kp * max(net.config.widths)))
+    ws = ForwardWorkspace()  # the chunks reuse one set of buffers
     with torch.no_grad():
         for a in range(0, n, chunk_rows):
             b = min(a + chunk_rows, n)
-            trace = net64.run_hidden(x[:, a:b].to(net64.device), return_membrane=True)
+            trace = net64.run_hidden(x[:, a:b].to(net64.device), return_membrane=True, workspace=ws)
             last = trace.spikes[-1]  # (T, B, K', m')
             sel = last.index_select(0, step_idx)  # (S, B, K', m')
             spikes[:, a:b] = sel.to(torch.uint8).cpu().numpy()
             out[:, a:b] = net64.readout(sel).cpu().numpy()
             n_layers = len(trace.membranes)
             for layer, (v, th) in enumerate(zip(trace.membranes, net64.thetas, strict=True)):
-                gap = (v - th).abs()  # (T, B, K', m_l)
+                # |U - theta| in a reused buffer of the membranes' (branch-major) layout
+                T_, B_, K_, m_ = v.shape
+                gap = ws.take("margin", (K_, T_, B_, m_), v).permute(1, 2, 0, 3)
+                torch.sub(v, th, out=gap).abs_()  # (T, B, K', m_l)
                 if layer == n_layers - 1:
-                    gap = torch.where(real_t, gap, torch.full_like(gap, np.inf))
+                    gap.masked_fill_(~real_t, np.inf)
                 val = float(gap.min())
                 if val < best[0]:
                     t, i, k, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))

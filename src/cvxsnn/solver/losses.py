@@ -149,17 +149,17 @@ def _newton_intercept(Z0: Array, Y: Array, b: Array, kind: str, max_iter: int = 
             return float(np.mean(np.logaddexp(0.0, Z) - Y * Z))
         return float(-np.mean(np.sum(Y * log_softmax(Z, axis=1), axis=1)))
 
-    fb = f(b)
-    for _ in range(max_iter):
-        Z = Z0 + b
+    def grad_hess(bb: Array) -> tuple[Array, Array]:
+        Z = Z0 + bb
         if kind == "lg":
             p = expit(Z)
-            g = p.mean(axis=0) - target
-            H = np.atleast_2d((p * (1 - p)).mean(axis=0))
-        else:
-            p = softmax(Z, axis=1)
-            g = p.mean(axis=0) - target
-            H = np.diag(p.mean(axis=0)) - p.T @ p / Z0.shape[0]
+            return p.mean(axis=0) - target, np.atleast_2d((p * (1 - p)).mean(axis=0))
+        p = softmax(Z, axis=1)
+        return p.mean(axis=0) - target, np.diag(p.mean(axis=0)) - p.T @ p / Z0.shape[0]
+
+    fb = f(b)
+    g, H = grad_hess(b)
+    for _ in range(max_iter):
         if np.max(np.abs(g)) <= 1e-15:
             break
         # Softmax: H is singular along the ones vector; the gradient is orthogonal to it.
@@ -170,12 +170,22 @@ def _newton_intercept(Z0: Array, Y: Array, b: Array, kind: str, max_iter: int = 
         while True:
             bn = b - t * step
             fn = f(bn)
-            if fn <= fb - 1e-4 * t * float(g @ step) or t < 1e-12:
+            if fn <= fb - 1e-4 * t * float(g @ step):
+                gn, Hn = grad_hess(bn)
+                break
+            # Near the optimum the decrease of f falls below its rounding (a large intercept
+            # with probabilities near 0 or 1 makes f flat): then a step that does not raise f
+            # beyond rounding and shrinks the gradient is taken, so Newton still converges.
+            if fn <= fb + 1e-15 * max(1.0, abs(fb)):
+                gn, Hn = grad_hess(bn)
+                if np.max(np.abs(gn)) < np.max(np.abs(g)):
+                    break
+            if t < 1e-12:
                 break
             t *= 0.5
         if t < 1e-12:
             break
-        b, fb = bn, fn
+        b, fb, g, H = bn, fn, gn, Hn
     return b
 
 
