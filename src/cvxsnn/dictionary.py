@@ -25,6 +25,7 @@ Raw column order is branch-major: raw column ``k * m_last + j`` is neuron
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -218,6 +219,7 @@ def build_dictionary(
     chunk_rows: int | None = None,
     device: torch.device | str | None = None,
     max_bytes: int | None = None,
+    progress: bool = False,
 ) -> SpikeDictionary:
     """Build the deduplicated spike dictionary of witnesses on data.
 
@@ -247,6 +249,8 @@ def build_dictionary(
     max_bytes : int, optional
         Memory limit of the whole build; a share (1/2) of the available RAM
         by default.
+    progress : bool
+        Show a progress bar over samples on stderr.
 
     Returns
     -------
@@ -284,7 +288,7 @@ def build_dictionary(
             f"columns, plus a forward chunk of {chunk} samples) but the limit is {_fmt(limit)}; "
             "use fewer samples, fewer branches or a smaller last layer, or raise max_bytes"
         )
-    raw = _spikes(params, x, steps, beta, bias_channel, chunk, device, None)  # (n_rows, K m)
+    raw = _spikes(params, x, steps, beta, bias_channel, chunk, device, None, progress)
     return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones)
 
 
@@ -443,8 +447,11 @@ def _spikes(
     chunk: int,
     device: torch.device | str | None,
     columns: np.ndarray | None,
+    progress: bool = False,
 ) -> np.ndarray:
     """Run the kernel chunk by chunk; return (S n, Q) uint8 step-major rows."""
+    from tqdm.auto import tqdm
+
     _, n, d = x.shape
     S = len(steps)
     net = _net_for(params, d, beta, bias_channel, device)
@@ -455,7 +462,15 @@ def _spikes(
     if columns is not None:
         flat = torch.as_tensor(columns[:, 0] * m + columns[:, 1], device=net.device)
     workspace = ForwardWorkspace()  # one set of buffers for every chunk
-    with torch.no_grad():
+    bar = tqdm(
+        total=n,
+        desc="dictionary",
+        unit="sample",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    with torch.no_grad(), bar:
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
             xb = x[:, a:b].to(device=net.device, dtype=torch.float64)
@@ -464,6 +479,7 @@ def _spikes(
             if columns is not None:
                 sel = sel.index_select(2, flat)
             out[:, a:b] = sel.to(torch.uint8).cpu().numpy()
+            bar.update(b - a)
     return out.reshape(S * n, n_cols)
 
 

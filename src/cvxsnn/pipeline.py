@@ -326,6 +326,7 @@ def fit_convex(
             beta=config.beta,
             bias_channel=True,
             device=device,
+            progress=progress,
         )
         D_val = dic.transform(val.x.to(torch.float64))
     _log(
@@ -421,7 +422,14 @@ def fit_convex(
         # Margins of continuous Gaussian witnesses are ~1e-7 over millions of membrane values,
         # far above float64 rounding; warn only where float64 itself could flip a spike.
         report = verify_reconstruction(
-            net, dic, train.x.to(torch.float64), train.steps, coef, intercept, margin_warn=1e-12
+            net,
+            dic,
+            train.x.to(torch.float64),
+            train.steps,
+            coef,
+            intercept,
+            margin_warn=1e-12,
+            progress=progress,
         )
         report.check()
     return ConvexFit(

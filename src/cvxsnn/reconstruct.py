@@ -30,6 +30,7 @@ float32 or on another machine).
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from cvxsnn.dictionary import CACHE_STEP_BYTES, SpikeDictionary, _check_steps, _check_x
 from cvxsnn.network import ForwardWorkspace, HiddenParams, NetConfig, ParallelLIFNet
@@ -283,6 +285,7 @@ def verify_reconstruction(
     atol: float = 1e-9,
     margin_warn: float = 1e-6,
     chunk_rows: int | None = None,
+    progress: bool = False,
 ) -> ReconstructionReport:
     """Check a reconstructed network against its dictionary on the training data.
 
@@ -308,6 +311,8 @@ def verify_reconstruction(
     chunk_rows : int, optional
         Samples per forward pass; by default one (B, K', m) float64 step
         tensor is about ``CACHE_STEP_BYTES`` (cache-sized, as in the dictionary).
+    progress : bool
+        Show a progress bar over samples on stderr.
 
     Returns
     -------
@@ -345,7 +350,8 @@ def verify_reconstruction(
     if chunk_rows is None:
         chunk_rows = max(16, CACHE_STEP_BYTES // (8 * Kp * max(net.config.widths)))
     ws = ForwardWorkspace()  # the chunks reuse one set of buffers
-    with torch.no_grad():
+    bar = tqdm(total=n, desc="check", unit="sample", file=sys.stderr, disable=not progress)
+    with torch.no_grad(), bar:
         for a in range(0, n, chunk_rows):
             b = min(a + chunk_rows, n)
             trace = net64.run_hidden(x[:, a:b].to(net64.device), return_membrane=True, workspace=ws)
@@ -365,6 +371,7 @@ def verify_reconstruction(
                 if val < best[0]:
                     t, i, k, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
                     best = (val, (layer, int(t), int(a + i), int(k), int(j)))
+            bar.update(b - a)
     # Identical spikes: each kept slot equals its atom; padding never spikes.
     got = spikes.reshape(S * n, Kp * mp)
     ref = np.zeros_like(got)
