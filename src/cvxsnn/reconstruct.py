@@ -343,8 +343,13 @@ def verify_reconstruction(
     S = len(steps)
     Kp, mp = atoms_map.shape
     step_idx = torch.as_tensor(steps, dtype=torch.long, device=net64.device)
-    spikes = np.empty((S, n, Kp, mp), dtype=np.uint8)
-    out = np.empty((S, n, net.config.n_out), dtype=np.float64)
+    # Spikes and outputs are compared chunk by chunk, so memory stays that of one chunk
+    # (whole-split copies were several GiB at 50,000 rows x 20,000 atoms).
+    flat_atoms = atoms_map.reshape(-1)
+    cols = np.flatnonzero(flat_atoms >= 0)  # kept slots; the others are padding
+    pad = np.flatnonzero(flat_atoms < 0)
+    used = np.flatnonzero(np.any(coef != 0, axis=1))  # D W + b from the support columns
+    n_mismatch, err = 0, 0.0
     best = (np.inf, (-1, -1, -1, -1, -1))
     real_t = torch.as_tensor(real, device=net64.device)
     if chunk_rows is None:
@@ -357,8 +362,17 @@ def verify_reconstruction(
             trace = net64.run_hidden(x[:, a:b].to(net64.device), return_membrane=True, workspace=ws)
             last = trace.spikes[-1]  # (T, B, K', m')
             sel = last.index_select(0, step_idx)  # (S, B, K', m')
-            spikes[:, a:b] = sel.to(torch.uint8).cpu().numpy()
-            out[:, a:b] = net64.readout(sel).cpu().numpy()
+            got = sel.to(torch.uint8).cpu().numpy().reshape(S, b - a, Kp * mp)
+            outs = net64.readout(sel).cpu().numpy()  # (S, B, C)
+            rows = (np.arange(S)[:, None] * n + np.arange(a, b)[None, :]).reshape(-1)
+            # identical spikes: each kept slot equals its atom; padding never spikes
+            block = dictionary.atoms[rows]  # (S B, P), step-major like got
+            ref = block[:, flat_atoms[cols]].reshape(S, b - a, -1)
+            n_mismatch += int(np.count_nonzero(got[..., cols] != ref))
+            n_mismatch += int(np.count_nonzero(got[..., pad]))
+            target = block[:, used].astype(np.float64) @ coef[used] + intercept  # (S B, C)
+            if target.size:
+                err = max(err, float(np.max(np.abs(outs.reshape(-1, outs.shape[-1]) - target))))
             n_layers = len(trace.membranes)
             for layer, (v, th) in enumerate(zip(trace.membranes, net64.thetas, strict=True)):
                 # |U - theta| in a reused buffer of the membranes' (branch-major) layout
@@ -372,18 +386,6 @@ def verify_reconstruction(
                     t, i, k, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
                     best = (val, (layer, int(t), int(a + i), int(k), int(j)))
             bar.update(b - a)
-    # Identical spikes: each kept slot equals its atom; padding never spikes.
-    got = spikes.reshape(S * n, Kp * mp)
-    ref = np.zeros_like(got)
-    flat_atoms = atoms_map.reshape(-1)
-    cols = np.flatnonzero(flat_atoms >= 0)
-    ref[:, cols] = dictionary.atoms[:, flat_atoms[cols]]
-    n_mismatch = int(np.count_nonzero(got != ref))
-    # D W + b from the support columns only (a float64 copy of all of D would be 8 bytes per
-    # entry: 8 GiB at 50,000 rows x 20,000 atoms)
-    used = np.flatnonzero(np.any(coef != 0, axis=1))
-    target = dictionary.atoms[:, used].astype(np.float64) @ coef[used] + intercept  # (S n, C)
-    err = float(np.max(np.abs(out.reshape(S * n, -1) - target))) if target.size else 0.0
     support = int(np.count_nonzero(np.any(coef != 0, axis=1)))
     report = ReconstructionReport(
         spikes_identical=n_mismatch == 0,
