@@ -375,15 +375,16 @@ def verify_reconstruction(
                 err = max(err, float(np.max(np.abs(outs.reshape(-1, outs.shape[-1]) - target))))
             n_layers = len(trace.membranes)
             for layer, (v, th) in enumerate(zip(trace.membranes, net64.thetas, strict=True)):
-                # |U - theta| in a reused buffer of the membranes' (branch-major) layout
-                T_, B_, K_, m_ = v.shape
-                gap = ws.take("margin", (K_, T_, B_, m_), v).permute(1, 2, 0, 3)
-                torch.sub(v, th, out=gap).abs_()  # (T, B, K', m_l)
+                # |U - theta| in a reused buffer, in the membranes' memory layout (K, T, B, m):
+                # a reduction over a permuted view would first copy it to contiguous
+                vk = v.permute(2, 0, 1, 3)  # (K', T, B, m_l), contiguous
+                gap = ws.take("margin", tuple(vk.shape), vk)
+                torch.sub(vk, th[:, None, None, :], out=gap).abs_()
                 if layer == n_layers - 1:
-                    gap.masked_fill_(~real_t, np.inf)
+                    gap.masked_fill_(~real_t[:, None, None, :], np.inf)
                 val = float(gap.min())
                 if val < best[0]:
-                    t, i, k, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
+                    k, t, i, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
                     best = (val, (layer, int(t), int(a + i), int(k), int(j)))
             bar.update(b - a)
     support = int(np.count_nonzero(np.any(coef != 0, axis=1)))
