@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="S,M", help="comma list of S, M, L (Bernoulli)")
     ap.add_argument("--ratios", default="0.1,0.01", help="rho / rho_max values")
     ap.add_argument("--outputs", type=int, default=1, help="C; >1 also runs group l2")
+    ap.add_argument(
+        "--penalties", default="l1,group_l2", help="penalties to run (group_l2 needs C > 1)"
+    )
     ap.add_argument("--dict", type=Path, help="npz with D (n, P) uint8 and Y")
     ap.add_argument("--xor", type=int, default=0, help="rows of a real XOR dictionary (0: off)")
     ap.add_argument("--real", default="", help=f"comma list of real dictionaries: {list(REAL)}")
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     with threadpool_limits(limits=int(args.threads)):
         for name, D, Y in problems:
             pens = ["l1"] if Y.shape[1] == 1 else ["l1", "group_l2"]
+            pens = [p for p in pens if p in args.penalties.split(",")]
             for pen in pens:
                 peers = _peers(Y.shape[1], pen)
                 for ratio in map(float, args.ratios.split(",")):
