@@ -34,7 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cvxsnn.network import ForwardWorkspace, HiddenParams, NetConfig, ParallelLIFNet
+from cvxsnn.network import (
+    CACHE_STEP_BYTES,
+    ForwardWorkspace,
+    HiddenParams,
+    NetConfig,
+    ParallelLIFNet,
+    check_chunk,
+)
 from cvxsnn.witnesses import check_hidden_params
 
 __all__ = [
@@ -55,8 +62,6 @@ RowLayout = Literal["step-major"]
 DEFAULT_MEMORY_FRACTION = 0.5
 #: Upper bound on the float64 working memory of one forward chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-#: Target size of one (B, K, m) float64 step tensor of a forward chunk, in bytes.
-CACHE_STEP_BYTES = 2**20
 
 
 class DictionaryTooLarge(MemoryError):
@@ -672,9 +677,7 @@ def _chunk_samples(
     limit: int,
 ) -> int:
     if chunk_rows is not None:
-        if not isinstance(chunk_rows, int) or chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be an int >= 1; got {chunk_rows!r}")
-        return min(chunk_rows, n)
+        return min(check_chunk(chunk_rows), n)
     per = max(_work_bytes(T, 1, K, d_eff, widths), 1)
     budget = min(DEFAULT_CHUNK_BYTES, max(limit // 4, 1))
     # The LIF recurrence is memory-bound: keep one (B, K, m) float64 step tensor near

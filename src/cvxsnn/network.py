@@ -294,13 +294,7 @@ class ParallelLIFNet(nn.Module):
 
     # ------------------------------------------------------------------ #
     def _check_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (T, B, d); got {type(x).__name__}")
-        if x.dim() != 3 or x.shape[0] < 1 or x.shape[2] != self.config.d_in:
-            raise ValueError(
-                f"x must have shape (T, B, d) with T >= 1 and d = {self.config.d_in}; "
-                f"got {tuple(x.shape)}"
-            )
+        x = self._check_input_shape(x)
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError("x contains NaN or infinite values")
         x = x.to(device=self.device, dtype=self.dtype)

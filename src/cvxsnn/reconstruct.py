@@ -40,8 +40,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cvxsnn.dictionary import CACHE_STEP_BYTES, SpikeDictionary, _check_steps, _check_x
-from cvxsnn.network import ForwardWorkspace, HiddenParams, NetConfig, ParallelLIFNet
+from cvxsnn.dictionary import SpikeDictionary, _check_steps, _check_x
+from cvxsnn.network import (
+    ForwardWorkspace,
+    HiddenParams,
+    NetConfig,
+    ParallelLIFNet,
+    check_chunk,
+)
 from cvxsnn.witnesses import check_hidden_params, named_tensors
 
 __all__ = [
@@ -352,8 +358,7 @@ def verify_reconstruction(
     n_mismatch, err = 0, 0.0
     best = (np.inf, (-1, -1, -1, -1, -1))
     real_t = torch.as_tensor(real, device=net64.device)
-    if chunk_rows is None:
-        chunk_rows = max(16, CACHE_STEP_BYTES // (8 * Kp * max(net.config.widths)))
+    chunk_rows = net64.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
     ws = ForwardWorkspace()  # the chunks reuse one set of buffers
     bar = tqdm(total=n, desc="check", unit="sample", file=sys.stderr, disable=not progress)
     with torch.no_grad(), bar:
