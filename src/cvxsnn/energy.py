@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cvxsnn.network import ParallelLIFNet
+from cvxsnn.network import ForwardWorkspace, ParallelLIFNet
 
 __all__ = ["activity", "activity_record"]
 
@@ -71,10 +71,10 @@ def activity(net: ParallelLIFNet, x: Tensor, steps: Sequence[int] | None = None)
         torch.zeros(net.config.branches, w, dtype=torch.float64, device=net.device)
         for w in net.config.widths
     ]
-    chunk = net.chunk_samples()
+    chunk, ws = net.chunk_samples(), ForwardWorkspace()
     with torch.no_grad():
         for a in range(0, B, chunk):
-            trace = net.run_hidden(x[:T, a : a + chunk])
+            trace = net.run_hidden(x[:T, a : a + chunk], workspace=ws)
             for acc, s in zip(per_layer, trace.spikes, strict=True):
                 acc += s.sum(dim=(0, 1), dtype=torch.float64)  # (K, m)
     rates, counts, neurons = [], [], []
