@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,9 +184,7 @@ class ForwardWorkspace:
 
     def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A contiguous tensor of ``shape`` (dtype and device of ``like``), contents undefined."""
-        numel = 1
-        for size in shape:
-            numel *= int(size)
+        numel = math.prod(int(size) for size in shape)
         buf = self._buffers.get(name)
         fits = buf is not None and buf.numel() >= numel
         if not fits or buf.dtype != like.dtype or buf.device != like.device:
