@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from cvxsnn.dictionary import (  # noqa: E402
 )
 from cvxsnn.evaluate import evaluate  # noqa: E402
 from cvxsnn.pipeline import TrainConfig, fit_convex  # noqa: E402
-from cvxsnn.records import StageTimer  # noqa: E402
+from cvxsnn.records import StageTimer, peak_memory_mb  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 from cvxsnn.witnesses import sample_witnesses  # noqa: E402
 
@@ -50,8 +49,9 @@ T0 = time.perf_counter()
 
 
 def rss_gib() -> float:
-    """Peak resident memory of this process so far (GiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """Peak resident memory of this process so far (GiB); the stage timer's resets of the
+    kernel's high-water mark are accounted for by ``peak_memory_mb``."""
+    return peak_memory_mb()["host_peak_rss_mib"] / 1024
 
 
 def log(msg: str) -> None:
@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics = {s: evaluate(fit.net, task, s)["acc"] for s in ("val", "test")}
     metrics = {"train (from D W + b)": round(train_acc, 4), **metrics}
     log(f"accuracy {metrics}")
-    print("\n| stage | seconds |\n|---|---|")
+    print("\n| stage | seconds | peak RSS in the stage, GiB |\n|---|---|---|")
     for k, v in timer.seconds.items():
-        print(f"| {k} | {v:.1f} |")
+        peak = timer.peak_rss_mib.get(k)
+        print(f"| {k} | {v:.1f} | {'' if peak is None else f'{peak / 1024:.2f}'} |")
     print(f"\npeak RSS {rss_gib():.2f} GiB; total {time.perf_counter() - T0:.1f} s")
     print(f"rho path: {fit.path}")
     print(f"load average at end {os.getloadavg()}")

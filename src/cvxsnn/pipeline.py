@@ -313,7 +313,14 @@ def fit_convex(
     """Dictionary, convex solve (rho path selected on validation), reduction, reconstruction."""
     from cvxsnn.dictionary import build_dictionary
     from cvxsnn.reconstruct import reconstruct, verify_reconstruction
-    from cvxsnn.solver import RHO_MAX_FLOOR, duality_gap, reduce_support, rho_max, solve
+    from cvxsnn.solver import (
+        RHO_MAX_FLOOR,
+        duality_gap,
+        prepare_dictionary,
+        reduce_support,
+        rho_max,
+        solve,
+    )
 
     device = torch.device(config.device)
     train, val = task.train, task.val
@@ -342,14 +349,18 @@ def fit_convex(
     )
     path: list[dict[str, float]] = []
     with timer("solve"):
+        # wrapped once: its atom-major copy, row merging and Gram cache serve every solve
+        # of the path, the support reduction and the certificate (one wrap per call was
+        # one (P, n) copy each, and every rho recomputed the Gram entries of its atoms)
+        atoms = prepare_dictionary(dic.atoms)
         if config.rho is not None or config.beta_reg is not None:
             rho = (
                 config.rho if config.rho is not None else config.beta_reg / math.sqrt(config.width)
             )
-            best = solve(dic.atoms, Y, rho, **kw)
+            best = solve(atoms, Y, rho, **kw)
         else:
             top = rho_max(
-                dic.atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw
+                atoms, Y, loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw
             )
             if top <= RHO_MAX_FLOOR:
                 # rho_max is rounding noise: no atom correlates with the residual of the
@@ -360,7 +371,7 @@ def fit_convex(
                 rhos = top * np.geomspace(1.0, config.rho_min_ratio, config.n_rhos + 1)[1:]
             best, best_acc, W0, b0, since_best = None, -1.0, None, None, 0
             for rho in rhos:
-                res = solve(dic.atoms, Y, float(rho), W0=W0, b0=b0, **kw)
+                res = solve(atoms, Y, float(rho), W0=W0, b0=b0, **kw)
                 W0, b0 = res.coef, res.intercept
                 acc = _accuracy_from_outputs(D_val @ res.coef + res.intercept, val, layout)
                 path.append(
@@ -390,14 +401,16 @@ def fit_convex(
         with timer("column_generation"):
             cg = _column_generation(params, dic, task, D_val, Y, best, config, kw, progress)
         params, dic, best = cg.params, cg.dictionary, cg.solve
+        atoms = prepare_dictionary(dic.atoms)  # the grown dictionary
     with timer("reconstruction"):
         support_before = len(best.support)
-        coef, intercept = reduce_support(
-            dic.atoms, best.coef, best.intercept, penalty=config.penalty
-        )
+        with timer("support_reduction"):
+            coef, intercept = reduce_support(
+                atoms, best.coef, best.intercept, penalty=config.penalty
+            )
         # the certificate of the network actually returned, recomputed after the reduction
         cert = duality_gap(
-            dic.atoms,
+            atoms,
             Y,
             coef,
             intercept,
@@ -421,16 +434,17 @@ def fit_convex(
         )
         # Margins of continuous Gaussian witnesses are ~1e-7 over millions of membrane values,
         # far above float64 rounding; warn only where float64 itself could flip a spike.
-        report = verify_reconstruction(
-            net,
-            dic,
-            train.x.to(torch.float64),
-            train.steps,
-            coef,
-            intercept,
-            margin_warn=1e-12,
-            progress=progress,
-        )
+        with timer("reconstruction_check"):
+            report = verify_reconstruction(
+                net,
+                dic,
+                train.x.to(torch.float64),
+                train.steps,
+                coef,
+                intercept,
+                margin_warn=1e-12,
+                progress=progress,
+            )
         report.check()
     return ConvexFit(
         net, best, dic, float(rho), path, report, layout, support_before, coef, intercept, cert, cg
@@ -728,6 +742,10 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
         "total": round(time.perf_counter() - t0, 4),
     }
     record["memory"] = peak_memory_mb(config.device)
+    if timer.peak_rss_mib:  # Linux: the resident high-water mark of each stage
+        record["memory"]["stage_peak_rss_mib"] = {
+            k: round(v, 1) for k, v in timer.peak_rss_mib.items()
+        }
     record["environment"] = environment()
     if save_model:
         from cvxsnn.network import save_model as _save

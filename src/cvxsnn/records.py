@@ -20,7 +20,14 @@ __all__ = ["StageTimer", "environment", "peak_memory_mb", "to_jsonable", "write_
 
 
 class StageTimer:
-    """Wall time per named stage, in seconds.
+    """Wall time, and on Linux the peak resident memory, per named stage.
+
+    ``seconds[stage]`` sums the wall time of every entry into ``stage``;
+    ``peak_rss_mib[stage]`` is the largest resident set size the process reached
+    inside it (MiB), read from the kernel's high-water mark, which is reset when
+    the stage starts (``/proc/self/clear_refs``). Where that reset is not
+    available (not Linux, or not permitted) ``peak_rss_mib`` stays empty.
+    Nested stages are allowed; an outer stage's peak then covers its inner ones.
 
     Examples
     --------
@@ -33,25 +40,71 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mib: dict[str, float] = {}
+        self._open: list[str] = []
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        tracked = _reset_rss_high_water()
+        self._open.append(stage)
         start = time.perf_counter()
         try:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self._open.pop()
+            peak = _rss_high_water_mib() if tracked else None
+            if peak is not None:
+                # a reset inside this stage (a nested stage) lowered the kernel's mark;
+                # the nested stage's own peak is counted for every stage around it
+                for name in [stage, *self._open]:
+                    self.peak_rss_mib[name] = max(self.peak_rss_mib.get(name, 0.0), peak)
+
+
+#: The largest high-water mark seen before a reset (MiB): a reset must not lower the
+#: process-wide peak that :func:`peak_memory_mb` reports.
+_PEAK_BEFORE_RESETS_MIB = 0.0
+
+
+def _rss_high_water_mib() -> float | None:
+    """The kernel's resident-set high-water mark (``VmHWM``) in MiB, or None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_high_water() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux); whether it worked."""
+    global _PEAK_BEFORE_RESETS_MIB
+    before = _rss_high_water_mib()
+    if before is None:
+        return False
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    _PEAK_BEFORE_RESETS_MIB = max(_PEAK_BEFORE_RESETS_MIB, before)
+    return True
 
 
 def peak_memory_mb(device: torch.device | str | None = None) -> dict[str, float]:
     """Peak resident memory of this process (MiB), and of the CUDA device when used.
 
-    The host figure is the process-wide high-water mark (``ru_maxrss``), so a
-    run in a fresh process reports its own peak.
+    The host figure is the process-wide high-water mark (``ru_maxrss``, or the
+    largest mark seen before a :class:`StageTimer` reset it), so a run in a
+    fresh process reports its own peak.
     """
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1.0 / 1024.0 if sys.platform != "darwin" else 1.0 / 1024.0**2
-    out = {"host_peak_rss_mib": round(rss_kb * scale, 1)}
+    now = _rss_high_water_mib() or 0.0
+    peak = max(rss_kb * scale, _PEAK_BEFORE_RESETS_MIB, now)
+    out = {"host_peak_rss_mib": round(peak, 1)}
     dev = torch.device(device) if device is not None else None
     if dev is not None and dev.type == "cuda" and torch.cuda.is_available():
         out["cuda_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)

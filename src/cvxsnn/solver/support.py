@@ -34,15 +34,18 @@ __all__ = ["reduce_support"]
 Array = NDArray[np.float64]
 
 
-def _null_basis(M: Array) -> Array:
-    """Orthonormal basis of the null space of M, shape (M.shape[1], r)."""
+def _null_basis(M: Array, binary: bool | None = None) -> Array:
+    """Orthonormal basis of the null space of M, shape (M.shape[1], r).
+
+    ``binary`` says whether M holds only 0 and 1 (None: look).
+    """
     if M.shape[1] == 0:
         return np.zeros((0, 0))
     if M.shape[0] == 0:
         return np.eye(M.shape[1])
     rcond = max(M.shape) * np.finfo(np.float64).eps * 10
     if M.shape[0] > 2 * M.shape[1]:
-        if _clearly_full_rank(M):
+        if _clearly_full_rank(M, binary):
             return np.zeros((M.shape[1], 0))
         # Tall M (rows >> support): its R factor has the same singular values and null space,
         # and the SVD then costs O(k^3) instead of O(n k^2).
@@ -55,7 +58,7 @@ def _null_basis(M: Array) -> Array:
 _GRAM_MARGIN = 1e3
 
 
-def _clearly_full_rank(M: Array) -> bool:
+def _clearly_full_rank(M: Array, binary: bool | None = None) -> bool:
     """Whether the tall M (n, k) has full column rank by a margin, from its Gram matrix.
 
     ``G = M^T M`` is formed exactly for 0/1 entries (a float32 product of 0/1 values sums
@@ -65,10 +68,13 @@ def _clearly_full_rank(M: Array) -> bool:
     sigma_max(M) > (1e3 k eps)^(1/2)`` (1.8e-5 at k = 3000), far above the SVD's rank
     tolerance, so M has full column rank and its null space is empty. Otherwise this
     says nothing and the caller decides by QR and SVD. Cost: n k^2 flops of syrk plus an
-    eigenvalue solve of order k, against QR's 2 n k^2 and the SVD of R.
+    eigenvalue solve of order k, against QR's 2 n k^2 and the SVD of R. ``binary``: whether
+    M holds only 0 and 1 (None: look, which costs two boolean copies of M).
     """
     n, k = M.shape
-    binary = n < 2**24 and bool(np.all((M == 0) | (M == 1)))
+    if binary is None:
+        binary = bool(np.all((M == 0) | (M == 1)))
+    binary = binary and n < 2**24
     if binary:
         G = ssyrk(1.0, np.asarray(M.T, dtype=np.float32)).astype(np.float64)  # exact counts
     else:
@@ -77,15 +83,19 @@ def _clearly_full_rank(M: Array) -> bool:
     return bool(lam[-1] > 0 and lam[0] > _GRAM_MARGIN * k * np.finfo(np.float64).eps * lam[-1])
 
 
-def _reduce(A: Array, E: Array, lam: Array, c: Array) -> tuple[Array, Array]:
-    """Move (lam, beta) along null vectors of [A, E] until they are independent.
+def _reduce(
+    M: Array, k: int, lam: Array, c: Array, binary: bool | None = None
+) -> tuple[Array, Array]:
+    """Move (lam, beta) along null vectors of M = [A, E] (A its first k columns) until the
+    columns of A with lam != 0 and E are independent.
 
-    Returns the new lam (k,) and the change of beta (e,).
+    Returns the new lam (k,) and the change of beta (e,). ``binary`` as in
+    :func:`_null_basis`.
     """
-    k, e = A.shape[1], E.shape[1]
+    e = M.shape[1] - k
     lam = lam.astype(np.float64).copy()
     beta = np.zeros(e)
-    N = _null_basis(np.hstack([A, E]))  # (k + e, r)
+    N = _null_basis(M, binary)  # (k + e, r)
     active = np.ones(k, dtype=bool)
     while N.shape[1] > 0:
         Na = N[:k]
@@ -171,9 +181,14 @@ def reduce_support(
             S = np.flatnonzero(Wv[:, c])
             if S.size == 0:
                 continue
-            A = Dk.atoms(S).T  # (n, k)
-            E = np.ones((n, 1)) if fit_intercept else np.zeros((n, 0))
-            lam, dbeta = _reduce(A, E, Wv[S, c], np.sign(Wv[S, c]))
+            # [D_S, 1] built in place: one float64 (n, k + 1) array, the atoms cast from
+            # uint8 on assignment (an atoms copy and then an hstack made two)
+            M = np.empty((n, S.size + int(fit_intercept)))
+            M[:, : S.size] = Dk.Dt[S].T
+            if fit_intercept:
+                M[:, S.size] = 1.0
+            lam, dbeta = _reduce(M, S.size, Wv[S, c], np.sign(Wv[S, c]), binary=Dk.binary)
+            del M
             Wv[S, c] = lam
             if fit_intercept:
                 bv[c] += dbeta[0]
@@ -184,7 +199,7 @@ def reduce_support(
     X = Dk.atoms(S)  # (k, n)
     A = np.einsum("ji,jc->icj", X, Wv[S]).reshape(n * C, S.size)  # vec(d_j W_j^T)
     E = np.kron(np.ones((n, 1)), np.eye(C)) if fit_intercept else np.zeros((n * C, 0))
-    lam, dbeta = _reduce(A, E, np.ones(S.size), np.linalg.norm(Wv[S], axis=1))
+    lam, dbeta = _reduce(np.hstack([A, E]), S.size, np.ones(S.size), np.linalg.norm(Wv[S], axis=1))
     Wv[S] *= lam[:, None]
     if fit_intercept:
         bv += dbeta
