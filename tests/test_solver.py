@@ -534,3 +534,19 @@ def test_rho_below_float64_resolution_is_refused():
     Y = rng.choice([-1.0, 1.0], size=(24, 1))
     with pytest.raises(ValueError, match="below the float64 resolution of the dual constraint"):
         solve(D, Y, 1e-18)
+
+
+def test_gram_cache_entries_exact_through_growth_and_trimming(monkeypatch):
+    """The cache returns D_ws^T D_ws exactly, in working-set order, while it grows in
+    insertion order and while it is trimmed to the working set (a small cap forces it)."""
+    from cvxsnn.solver import engine
+    from cvxsnn.solver.certificate import prepare_dictionary
+
+    monkeypatch.setattr(engine, "_GRAM_CACHE_ATOMS", 12)
+    rng = np.random.default_rng(3)
+    D = (rng.random((40, 30)) < 0.4).astype(np.uint8)
+    cache = engine._GramCache(prepare_dictionary(D))
+    for size in (5, 9, 3, 14, 20, 7, 30):
+        ws = np.sort(rng.choice(30, size=size, replace=False))
+        Dw = D[:, ws].astype(np.float64)
+        np.testing.assert_array_equal(cache.raw(ws), Dw.T @ Dw)
