@@ -550,3 +550,30 @@ def test_gram_cache_entries_exact_through_growth_and_trimming(monkeypatch):
         ws = np.sort(rng.choice(30, size=size, replace=False))
         Dw = D[:, ws].astype(np.float64)
         np.testing.assert_array_equal(cache.raw(ws), Dw.T @ Dw)
+
+
+def test_solve_memory_estimate_bounds_the_traced_peak():
+    """estimate_solve_bytes (working sets up to P) bounds what a solve allocates (numpy
+    allocations, traced), and it refuses sizes below 1."""
+    import tracemalloc
+
+    from cvxsnn.solver import estimate_solve_bytes
+
+    rng = np.random.default_rng(0)
+    n, P = 3000, 900
+    D = (rng.random((n, P)) < 0.3).astype(np.uint8)
+    W = np.zeros(P)
+    W[rng.choice(P, 60, replace=False)] = rng.normal(size=60)
+    y = D @ W + 0.1 * rng.normal(size=n)
+    rho = 0.01 * rho_max(D, y)
+    tracemalloc.start()
+    try:
+        res = solve(D, y, rho)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.converged
+    assert peak <= estimate_solve_bytes(n, P, 1)
+    assert estimate_solve_bytes(n, P, 1, 100) < estimate_solve_bytes(n, P, 1)
+    with pytest.raises(ValueError, match="P must be >= 1"):
+        estimate_solve_bytes(n, 0)

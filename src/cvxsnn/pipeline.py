@@ -225,6 +225,11 @@ class RunResult:
     convex: ConvexFit | None = None
 
 
+def _size(nbytes: float) -> str:
+    """A byte count for a log line: MiB below 1 GiB, else GiB."""
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes < 2**30 else f"{nbytes / 2**30:.2f} GiB"
+
+
 def _log(progress: bool, msg: str) -> None:
     if progress:
         print(f"[cvxsnn] {msg}", file=sys.stderr, flush=True)
@@ -316,6 +321,7 @@ def fit_convex(
     from cvxsnn.solver import (
         RHO_MAX_FLOOR,
         duality_gap,
+        estimate_solve_bytes,
         prepare_dictionary,
         reduce_support,
         rho_max,
@@ -348,6 +354,15 @@ def fit_convex(
         loss=config.loss, penalty=config.penalty, heads=heads, head_weights=hw, tol=config.tol
     )
     path: list[dict[str, float]] = []
+    n_rows, n_atoms = dic.atoms.shape
+    if config.loss == "squared":
+        full = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1])
+        quarter = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1], max(1, n_atoms // 4))
+        _log(
+            progress,
+            f"solve memory estimate: up to {_size(full)} beyond the dictionary with working "
+            f"sets of all {n_atoms} atoms, {_size(quarter)} at {max(1, n_atoms // 4)}",
+        )
     with timer("solve"):
         # wrapped once: its atom-major copy, row merging and Gram cache serve every solve
         # of the path, the support reduction and the certificate (one wrap per call was

@@ -13,6 +13,7 @@ from cvxsnn.solver.engine import (
     STOP_RULE,
     ConvergenceWarning,
     SolveResult,
+    estimate_solve_bytes,
     rho_max,
     solve,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Dictionary",
     "SolveResult",
     "duality_gap",
+    "estimate_solve_bytes",
     "prepare_dictionary",
     "reduce_support",
     "rho_grid",

@@ -689,6 +689,33 @@ class _GramCache:
 
 
 _GRAM_CACHE_ATOMS = 6000
+
+
+def estimate_solve_bytes(n: int, P: int, C: int = 1, working_set: int | None = None) -> int:
+    """Upper estimate of the host memory one squared-loss solve adds, in bytes.
+
+    Parameters
+    ----------
+    n, P, C : int
+        Rows, atoms and outputs of the program.
+    working_set : int, optional
+        Largest working set expected (atoms); P when omitted, the bound for any rho.
+
+    Notes
+    -----
+    With k = min(P, working_set): the atom-major copy of a binary D (``n P`` bytes),
+    the cached atom rows in float32 (``4 n k``), three k x k float64 Gram matrices (the
+    cache, the centred working-set block, the active set's factor and submatrices:
+    ``24 k^2``) and a few (n, C) and (P, C) float64 arrays. The working set of a path
+    grows as rho falls: about twice the support of the last solve.
+    """
+    for name, v in (("n", n), ("P", P), ("C", C)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1; got {v}")
+    k = P if working_set is None else max(1, min(int(working_set), P))
+    return int(n * P + 4 * n * k + 24 * k * k + 8 * (6 * n * C + 4 * P * C))
+
+
 _GRAM_CACHES: weakref.WeakKeyDictionary[Dictionary, _GramCache] = weakref.WeakKeyDictionary()
 
 
