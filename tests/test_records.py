@@ -18,6 +18,11 @@ def _touch(mib: int) -> None:
     del a
 
 
+def _skip_unless_tracked(timer: StageTimer) -> None:
+    if not timer.peak_rss_mib:
+        pytest.skip("the kernel's high-water mark cannot be reset here")
+
+
 def test_stage_timer_sums_repeated_stages():
     timer = StageTimer()
     for _ in range(2):
@@ -36,8 +41,7 @@ def test_stage_peak_rss_sees_the_stage_allocation_only():
         _touch(300)
     with timer("small"):
         pass
-    if not timer.peak_rss_mib:
-        pytest.skip("the kernel's high-water mark cannot be reset here")
+    _skip_unless_tracked(timer)
     assert timer.peak_rss_mib["big"] - timer.peak_rss_mib["small"] > 250
 
 
@@ -49,8 +53,7 @@ def test_nested_stage_peak_counts_for_the_outer_stage():
             _touch(300)
         with timer("after"):
             pass
-    if not timer.peak_rss_mib:
-        pytest.skip("the kernel's high-water mark cannot be reset here")
+    _skip_unless_tracked(timer)
     assert timer.peak_rss_mib["outer"] >= timer.peak_rss_mib["inner"]
     assert timer.peak_rss_mib["inner"] - timer.peak_rss_mib["after"] > 250
 
@@ -63,3 +66,14 @@ def test_resets_never_lower_the_process_peak():
     with timer("later"):
         pass
     assert peak_memory_mb()["host_peak_rss_mib"] >= before - 0.1
+
+
+@linux_only
+def test_outer_stage_keeps_its_peak_from_before_a_nested_stage():
+    timer = StageTimer()
+    with timer("outer"):
+        _touch(300)  # before the nested stage resets the kernel's mark
+        with timer("inner"):
+            pass
+    _skip_unless_tracked(timer)
+    assert timer.peak_rss_mib["outer"] - timer.peak_rss_mib["inner"] > 250

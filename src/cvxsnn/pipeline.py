@@ -225,11 +225,6 @@ class RunResult:
     convex: ConvexFit | None = None
 
 
-def _size(nbytes: float) -> str:
-    """A byte count for a log line: MiB below 1 GiB, else GiB."""
-    return f"{nbytes / 2**20:.0f} MiB" if nbytes < 2**30 else f"{nbytes / 2**30:.2f} GiB"
-
-
 def _log(progress: bool, msg: str) -> None:
     if progress:
         print(f"[cvxsnn] {msg}", file=sys.stderr, flush=True)
@@ -316,7 +311,7 @@ def fit_convex(
     progress: bool = True,
 ) -> ConvexFit:
     """Dictionary, convex solve (rho path selected on validation), reduction, reconstruction."""
-    from cvxsnn.dictionary import build_dictionary
+    from cvxsnn.dictionary import _fmt, build_dictionary
     from cvxsnn.reconstruct import reconstruct, verify_reconstruction
     from cvxsnn.solver import (
         RHO_MAX_FLOOR,
@@ -360,8 +355,8 @@ def fit_convex(
         quarter = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1], max(1, n_atoms // 4))
         _log(
             progress,
-            f"solve memory estimate: up to {_size(full)} beyond the dictionary with working "
-            f"sets of all {n_atoms} atoms, {_size(quarter)} at {max(1, n_atoms // 4)}",
+            f"solve memory estimate: up to {_fmt(full)} beyond the dictionary with working "
+            f"sets of all {n_atoms} atoms, {_fmt(quarter)} at {max(1, n_atoms // 4)}",
         )
     with timer("solve"):
         # wrapped once: its atom-major copy, row merging and Gram cache serve every solve

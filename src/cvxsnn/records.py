@@ -45,7 +45,12 @@ class StageTimer:
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        tracked = _reset_rss_high_water()
+        before = _reset_rss_high_water()
+        tracked = before is not None
+        if tracked:
+            # the reset forgets what the stages around this one reached so far: keep it
+            for name in self._open:
+                self.peak_rss_mib[name] = max(self.peak_rss_mib.get(name, 0.0), before)
         self._open.append(stage)
         start = time.perf_counter()
         try:
@@ -78,19 +83,20 @@ def _rss_high_water_mib() -> float | None:
     return None
 
 
-def _reset_rss_high_water() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux); whether it worked."""
+def _reset_rss_high_water() -> float | None:
+    """Reset ``VmHWM`` to the current RSS (Linux); the mark before the reset (MiB), or
+    None where it could not be reset."""
     global _PEAK_BEFORE_RESETS_MIB
     before = _rss_high_water_mib()
     if before is None:
-        return False
+        return None
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
-        return False
+        return None
     _PEAK_BEFORE_RESETS_MIB = max(_PEAK_BEFORE_RESETS_MIB, before)
-    return True
+    return before
 
 
 def peak_memory_mb(device: torch.device | str | None = None) -> dict[str, float]:
