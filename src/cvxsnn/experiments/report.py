@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -309,7 +310,8 @@ def plot_sweep(
         ax.set_xscale("log")
     ax.set_xlabel(spec.xlabel or spec.x)
     ax.set_ylabel(spec.ylabel or (metrics[0] if len(metrics) == 1 else "test metric"))
-    ax.set_title(f"{experiment.title} ({preset})", fontsize=9)
+    # wrapped: the long titles of the figure configs ran off the canvas
+    ax.set_title(textwrap.fill(f"{experiment.title} ({preset})", 90), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
