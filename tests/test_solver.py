@@ -307,6 +307,90 @@ def test_gram_full_rank_test_never_contradicts_the_svd(seed, n, k, planted, bina
     assert _null_basis(M).shape == (M.shape[1], nullity)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(10, 150),
+    k=st.integers(1, 12),
+    planted=st.integers(0, 3),
+    ones=st.booleans(),
+    block=st.integers(1, 64),
+)
+def test_blocked_rank_proof_matches_the_unblocked_test(seed, n, k, planted, ones, block):
+    # support reduction proves [D_S, 1] independent from a Gram matrix accumulated over
+    # row blocks, never forming [D_S, 1]: same verdict as the one-shot test, whatever the
+    # block size, and never "full rank" where the SVD finds a null vector (planted
+    # complements d' = 1 - d are dependent with the ones column, sums d + d' without it)
+    from cvxsnn.solver import support
+
+    rng = np.random.default_rng(seed)
+    Dt = (rng.random((k, n)) < 0.4).astype(np.uint8)
+    extra = []
+    for _ in range(planted):
+        i = int(rng.integers(0, k))
+        extra.append(1 - Dt[i] if ones else Dt[i])  # a complement, or a duplicate
+    Dt = np.vstack([Dt, *extra]) if extra else Dt
+    S = rng.permutation(Dt.shape[0])
+    M = Dt[S].T.astype(np.float64)
+    if ones:
+        M = np.hstack([M, np.ones((n, 1))])
+    old = support._GRAM_BLOCK_ROWS
+    support._GRAM_BLOCK_ROWS = block
+    try:
+        got = support._binary_support_full_rank(Dt, S, ones)
+    finally:
+        support._GRAM_BLOCK_ROWS = old
+    want = M.shape[0] > 2 * M.shape[1] and support._clearly_full_rank(M, True)
+    assert got == want
+    if got:
+        assert np.linalg.matrix_rank(M) == M.shape[1]
+
+
+@pytest.mark.parametrize("dependent", [False, True])
+def test_reduction_memory_estimate_bounds_the_traced_peak(dependent):
+    """estimate_reduction_bytes bounds what reduce_support allocates (numpy, traced): the
+    blocked rank proof when [D_S, 1] is independent, the factorization when it is not;
+    the proof needs far less than the float64 [D_S, 1] it replaces."""
+    import tracemalloc
+
+    from cvxsnn.solver import estimate_reduction_bytes, prepare_dictionary
+
+    rng = np.random.default_rng(3)
+    n, P, k = 6000, 500, 400
+    D = (rng.random((n, P)) < 0.3).astype(np.uint8)
+    if dependent:
+        D[:, 1] = 1 - D[:, 0]
+    W = np.zeros((P, 1))
+    W[:k, 0] = rng.uniform(0.5, 1.5, size=k)
+    Dk = prepare_dictionary(D)  # the pipeline's wrapped dictionary, outside the trace
+    proof, factor = estimate_reduction_bytes(n, k)
+    tracemalloc.start()
+    try:
+        W2, b2 = reduce_support(Dk, W, np.zeros(1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.count_nonzero(W2) == (k - 1 if dependent else k)
+    np.testing.assert_allclose(D @ W2 + b2, D @ W, atol=1e-9)
+    assert peak <= (factor if dependent else proof)
+    assert proof < 8 * n * (k + 1)  # below the float64 [D_S, 1] alone
+    # group l2 builds the (n C, k + C) matrix of vec(d_j W_j^T) and the intercepts
+    C, kg = 3, 150
+    Wg = np.zeros((P, C))
+    Wg[:kg] = rng.normal(size=(kg, C))
+    tracemalloc.start()
+    try:
+        reduce_support(Dk, Wg, np.zeros(C), penalty="group_l2")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate_reduction_bytes(n, kg, C, "group_l2")[1]
+    with pytest.raises(ValueError, match="support must be >= 1"):
+        estimate_reduction_bytes(n, 0)
+    with pytest.raises(ValueError, match="penalty must be one of"):
+        estimate_reduction_bytes(n, 5, penalty="l2")
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(4, 20), P=st.integers(2, 12))
 def test_reduce_support_arbitrary_point(seed, n, P):

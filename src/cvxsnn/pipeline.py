@@ -316,6 +316,7 @@ def fit_convex(
     from cvxsnn.solver import (
         RHO_MAX_FLOOR,
         duality_gap,
+        estimate_reduction_bytes,
         estimate_solve_bytes,
         prepare_dictionary,
         reduce_support,
@@ -414,6 +415,17 @@ def fit_convex(
         atoms = prepare_dictionary(dic.atoms)  # the grown dictionary
     with timer("reconstruction"):
         support_before = len(best.support)
+        nonzero = np.asarray(best.coef) != 0
+        widest = int(nonzero.sum(axis=0).max() if config.penalty == "l1" else nonzero.any(1).sum())
+        if widest > 0:
+            proof, factor = estimate_reduction_bytes(
+                n_rows, widest, Y.shape[1], penalty=config.penalty
+            )
+            _log(
+                progress,
+                f"support reduction memory estimate: {_fmt(proof)} to prove the support "
+                f"independent, up to {_fmt(factor)} if it must be factored",
+            )
         with timer("support_reduction"):
             coef, intercept = reduce_support(
                 atoms, best.coef, best.intercept, penalty=config.penalty

@@ -20,7 +20,7 @@ from cvxsnn.solver.engine import (
 from cvxsnn.solver.losses import LOSSES
 from cvxsnn.solver.path import rho_grid, solve_path
 from cvxsnn.solver.penalties import PENALTIES
-from cvxsnn.solver.support import reduce_support
+from cvxsnn.solver.support import estimate_reduction_bytes, reduce_support
 
 __all__ = [
     "LOSSES",
@@ -32,6 +32,7 @@ __all__ = [
     "Dictionary",
     "SolveResult",
     "duality_gap",
+    "estimate_reduction_bytes",
     "estimate_solve_bytes",
     "prepare_dictionary",
     "reduce_support",

@@ -29,7 +29,7 @@ from scipy.linalg.blas import dsyrk, ssyrk
 from cvxsnn.solver.certificate import _as_numpy, prepare_dictionary
 from cvxsnn.solver.penalties import make_penalty
 
-__all__ = ["reduce_support"]
+__all__ = ["estimate_reduction_bytes", "reduce_support"]
 
 Array = NDArray[np.float64]
 
@@ -81,6 +81,87 @@ def _clearly_full_rank(M: Array, binary: bool | None = None) -> bool:
         G = dsyrk(1.0, np.asarray(M.T, dtype=np.float64))
     lam = np.linalg.eigvalsh(G, UPLO="U")  # syrk fills the upper triangle
     return bool(lam[-1] > 0 and lam[0] > _GRAM_MARGIN * k * np.finfo(np.float64).eps * lam[-1])
+
+
+#: Rows of [D_S, 1] cast to float32 at a time by :func:`_binary_support_full_rank`.
+_GRAM_BLOCK_ROWS = 4096
+
+
+def _binary_support_full_rank(Dt: NDArray[np.uint8], S: NDArray[np.intp], ones: bool) -> bool:
+    """The test of :func:`_clearly_full_rank` on ``[D_S, 1]`` without forming it.
+
+    ``Dt`` is the atom-major 0/1 dictionary (P, n) and S the support. The Gram matrix is
+    accumulated over row blocks of ``_GRAM_BLOCK_ROWS`` by float32 syrk, exactly (integer
+    counts below 2^24), and its eigenvalues taken in float64 in place, so the memory is
+    the k x k Gram matrix in float32 and float64 plus one block, instead of the float64
+    (n, k + 1) matrix, its float32 copy and the Gram matrices (see
+    :func:`estimate_reduction_bytes`). Returns False where it proves nothing.
+    """
+    from scipy.linalg import eigvalsh
+
+    n = Dt.shape[1]
+    k = S.size + int(ones)
+    if n >= 2**24 or n <= 2 * k:
+        return False
+    # Fortran order: syrk then updates G in place and reads each block without a copy
+    G = np.zeros((k, k), dtype=np.float32, order="F")
+    blk = np.empty((min(_GRAM_BLOCK_ROWS, n), k), dtype=np.float32, order="F")
+    if ones:
+        blk[:, -1] = 1.0
+    for a in range(0, n, _GRAM_BLOCK_ROWS):
+        b = min(a + _GRAM_BLOCK_ROWS, n)
+        rows = blk[: b - a]
+        rows[:, : S.size] = Dt[S, a:b].T
+        G = ssyrk(1.0, rows, beta=1.0, c=G, trans=1, overwrite_c=1)  # G += rows^T rows
+    G64 = G.astype(np.float64)
+    del G, blk
+    # syevd, the driver of the unblocked test's numpy.linalg.eigvalsh, in place
+    lam = eigvalsh(G64, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+    eps = np.finfo(np.float64).eps
+    return bool(lam[-1] > 0 and lam[0] > _GRAM_MARGIN * k * eps * lam[-1])
+
+
+def estimate_reduction_bytes(
+    n: int, support: int, C: int = 1, penalty: Literal["l1", "group_l2"] = "l1"
+) -> tuple[int, int]:
+    """Upper estimates of the memory :func:`reduce_support` adds, in bytes.
+
+    Parameters
+    ----------
+    n : int
+        Rows of the dictionary.
+    support : int
+        Largest support of one output (l1) or number of nonzero rows (group l2), k.
+    C : int
+        Outputs.
+    penalty : {"l1", "group_l2"}
+
+    Returns
+    -------
+    proof, factor : int
+        For l1 with a binary dictionary: the blocked rank proof (``12 k^2`` for the Gram
+        matrix in float32 and float64, ``9 b k`` for a block of b rows in uint8 and
+        float32 and syrk's copy of the last, shorter block) and, where the proof
+        fails and [D_S, 1] is factored, the float64 (n, k + 1) matrix with its QR
+        (``16 n k + 16 k^2``). For group l2 both are the (n C, k + C) matrix, its
+        ``hstack`` copy, the float64 atoms and the QR.
+    """
+    for name, v in (("n", n), ("support", support), ("C", C)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1; got {v}")
+    if penalty not in ("l1", "group_l2"):
+        raise ValueError(f"penalty must be one of 'l1', 'group_l2'; got {penalty!r}")
+    k = int(support) + 1
+    if penalty == "l1":
+        # + the float32 block, syrk's copy of a shorter last block, the uint8 gather
+        proof = 12 * k * k + 9 * min(_GRAM_BLOCK_ROWS, n) * k
+        factor = 16 * n * k + 16 * k * k + n * k
+        return proof, factor
+    k = int(support) + C
+    # the float64 atoms (k, n), A, E and their hstack (n C, k + C), then QR (or the
+    # float32 copy and Gram matrices of the rank test)
+    factor = 8 * n * int(support) + 32 * n * C * k + 24 * k * k
+    return factor, factor
 
 
 def _reduce(
@@ -181,6 +262,8 @@ def reduce_support(
             S = np.flatnonzero(Wv[:, c])
             if S.size == 0:
                 continue
+            if Dk.binary and _binary_support_full_rank(Dk.Dt, S, fit_intercept):
+                continue  # [D_S, 1] has independent columns: nothing to remove
             # [D_S, 1] built in place: one float64 (n, k + 1) array, the atoms cast from
             # uint8 on assignment (an atoms copy and then an hstack made two)
             M = np.empty((n, S.size + int(fit_intercept)))
