@@ -743,15 +743,23 @@ def _group_newton_step(A: Array, lam: Array, U: Array, G: Array) -> Array:
     from scipy.linalg import cho_factor, cho_solve
     from scipy.linalg.lapack import dpotri
 
-    Kf = cho_factor(A + np.diag(lam))
+    s = lam.size
+    diag = np.diag_indices(s)
+    Km = A.copy()
+    Km[diag] += lam  # K = A + diag(lam), without a second s x s temporary
+    Kf = cho_factor(Km, overwrite_a=True)
     KG = cho_solve(Kf, G)
-    Kinv, info = dpotri(Kf[0], lower=Kf[1])
+    # dpotri fills one triangle of K^{-1}, the one Kf holds; T is formed in that buffer
+    # and factored from the same triangle, so the other is never read (symmetrizing
+    # K^{-1} first cost three more s x s arrays and changed no value that is read)
+    T, info = dpotri(Kf[0], lower=Kf[1])
     if info != 0:
         raise np.linalg.LinAlgError("singular Newton system")
-    Kinv = np.triu(Kinv) + np.triu(Kinv, 1).T if not Kf[1] else np.tril(Kinv) + np.tril(Kinv, -1).T
-    T = np.diag(1.0 / lam) - Kinv * (U @ U.T)
+    np.multiply(T, U @ U.T, out=T)
+    np.negative(T, out=T)
+    T[diag] += 1.0 / lam  # T = diag(1/lam) - K^{-1} o U U^T
     rhs = np.einsum("jc,jc->j", U, KG)
-    y = cho_solve(cho_factor(T), rhs)
+    y = cho_solve(cho_factor(T, lower=Kf[1], overwrite_a=True), rhs)
     return KG + cho_solve(Kf, U * y[:, None])
 
 
