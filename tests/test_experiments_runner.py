@@ -146,6 +146,25 @@ def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_pa
         reproduce(other, results=tmp_path / "x.jsonl", progress=False, reuse=[tmp_path / "no"])
 
 
+def test_a_methods_subset_runs_first_and_the_rest_resumes(reference, tmp_path, capsys):
+    """--methods cvx runs the convex half; a later full run adds only the SG cells, and
+    the file then equals an uninterrupted run's."""
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    part = reproduce(cfg, results=out, progress=False, methods=["cvx"])
+    assert (part.n_cells, part.n_run) == (4, 4)
+    _, entries, _ = read_results(out)
+    assert {e["method"] for e in entries} == {"cvx"}
+    rest = reproduce(cfg, results=out, progress=False)
+    assert (rest.n_cells, rest.n_already_done, rest.n_run) == (8, 4, 4)
+    assert _records(out) == ref
+    for bad in (["svm"], []):
+        with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+            reproduce(cfg, results=out, progress=False, methods=bad)
+    assert main(["reproduce", str(cfg), "--results", str(out), "--methods", "sg", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_already_done"] == 4
+
+
 def test_truncated_last_line_is_dropped_on_resume(reference, tmp_path):
     cfg, ref = reference
     out = tmp_path / "r.jsonl"

@@ -257,6 +257,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         reuse=args.reuse,
+        methods=args.methods,
     )
     json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -342,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE_OR_DIR",
         help="results files (or folders of them) of other tables: identical cells (same "
         "settings, seed, threads, device) are copied instead of rerun",
+    )
+    p.add_argument(
+        "--methods",
+        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        default=None,
+        metavar="M1,M2",
+        help="run only these methods' cells (comma list, e.g. cvx); a later run without "
+        "it resumes the rest in the same results file",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_reproduce)

@@ -463,6 +463,7 @@ def reproduce(
     progress: bool = True,
     dask_processes: bool = True,
     reuse: Sequence[str | Path] = (),
+    methods: Sequence[str] | None = None,
 ) -> ReproduceSummary:
     """Run every cell of an experiment not yet in its results file.
 
@@ -492,6 +493,11 @@ def reproduce(
         ``host["reused_from"]`` naming the file. The same id means the same
         run, and runs are deterministic per id, so the copy is the record
         this sweep would have produced (timings aside).
+    methods : sequence of str, optional
+        Run only the cells of these methods (each one of the experiment's), e.g. the
+        convex half of a table whose SG cells take days. The results file is the
+        experiment's own (same config hash): a later run without ``methods`` finds
+        these cells done and runs the rest.
 
     Returns
     -------
@@ -514,6 +520,14 @@ def reproduce(
     if scheduler and executor != "dask":
         raise ValueError(f"scheduler needs executor 'dask'; got executor {executor!r}")
     cells = expand_cells(exp, preset, seeds, data_dir=data_dir, device=device)
+    if methods is not None:
+        unknown = [m for m in methods if m not in exp.methods]
+        if unknown or not methods:
+            raise ValueError(
+                f"methods must be a non-empty subset of {exp.name}'s methods "
+                f"{list(exp.methods)}; got {list(methods)}"
+            )
+        cells = [c for c in cells if c.method in methods]
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
     t0 = time.perf_counter()
     with ResultsFile(path, exp, preset) as store:
@@ -522,8 +536,9 @@ def reproduce(
         todo = [c for c in todo if c.cell_id not in store.entries]
         done_before = len(cells) - len(todo) - n_reused
         if progress:
+            only = "" if methods is None else f" (methods {', '.join(methods)})"
             print(
-                f"[cvxsnn] {exp.name} --preset {preset}: {len(cells)} cells, {done_before} already "
+                f"[cvxsnn] {exp.name} --preset {preset}{only}: {len(cells)} cells, {done_before} already "
                 f"in {path}, {n_reused} copied from other results files, {len(todo)} to run",
                 file=sys.stderr,
                 flush=True,
