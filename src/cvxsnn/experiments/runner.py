@@ -538,7 +538,8 @@ def reproduce(
         if progress:
             only = "" if methods is None else f" (methods {', '.join(methods)})"
             print(
-                f"[cvxsnn] {exp.name} --preset {preset}{only}: {len(cells)} cells, {done_before} already "
+                f"[cvxsnn] {exp.name} --preset {preset}{only}: {len(cells)} cells, "
+                f"{done_before} already "
                 f"in {path}, {n_reused} copied from other results files, {len(todo)} to run",
                 file=sys.stderr,
                 flush=True,
