@@ -280,6 +280,7 @@ def test_killed_cli_sweep_resumes_to_the_same_records(reference, tmp_path):
     assert proc.poll() is None, f"the sweep ended before it was killed: {proc.stderr.read()!r}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stderr.close()
     n_done = len(_records(out))
     assert 2 <= n_done < n_cells
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
