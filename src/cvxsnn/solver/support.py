@@ -34,10 +34,11 @@ __all__ = ["estimate_reduction_bytes", "reduce_support"]
 Array = NDArray[np.float64]
 
 
-def _null_basis(M: Array, binary: bool | None = None) -> Array:
+def _null_basis(M: Array, binary: bool | None = None, gram_tested: bool = False) -> Array:
     """Orthonormal basis of the null space of M, shape (M.shape[1], r).
 
-    ``binary`` says whether M holds only 0 and 1 (None: look).
+    ``binary`` says whether M holds only 0 and 1 (None: look); ``gram_tested`` that the
+    Gram test of :func:`_clearly_full_rank` already ran on M and proved nothing.
     """
     if M.shape[1] == 0:
         return np.zeros((0, 0))
@@ -45,7 +46,7 @@ def _null_basis(M: Array, binary: bool | None = None) -> Array:
         return np.eye(M.shape[1])
     rcond = max(M.shape) * np.finfo(np.float64).eps * 10
     if M.shape[0] > 2 * M.shape[1]:
-        if _clearly_full_rank(M, binary):
+        if not gram_tested and _clearly_full_rank(M, binary):
             return np.zeros((M.shape[1], 0))
         # Tall M (rows >> support): its R factor has the same singular values and null space,
         # and the SVD then costs O(k^3) instead of O(n k^2).
@@ -165,18 +166,18 @@ def estimate_reduction_bytes(
 
 
 def _reduce(
-    M: Array, k: int, lam: Array, c: Array, binary: bool | None = None
+    M: Array, k: int, lam: Array, c: Array, binary: bool | None = None, gram_tested: bool = False
 ) -> tuple[Array, Array]:
     """Move (lam, beta) along null vectors of M = [A, E] (A its first k columns) until the
     columns of A with lam != 0 and E are independent.
 
-    Returns the new lam (k,) and the change of beta (e,). ``binary`` as in
-    :func:`_null_basis`.
+    Returns the new lam (k,) and the change of beta (e,). ``binary`` and ``gram_tested``
+    as in :func:`_null_basis`.
     """
     e = M.shape[1] - k
     lam = lam.astype(np.float64).copy()
     beta = np.zeros(e)
-    N = _null_basis(M, binary)  # (k + e, r)
+    N = _null_basis(M, binary, gram_tested)  # (k + e, r)
     active = np.ones(k, dtype=bool)
     while N.shape[1] > 0:
         Na = N[:k]
@@ -262,7 +263,8 @@ def reduce_support(
             S = np.flatnonzero(Wv[:, c])
             if S.size == 0:
                 continue
-            if Dk.binary and _binary_support_full_rank(Dk.Dt, S, fit_intercept):
+            tested = Dk.binary and Dk.n < 2**24 and Dk.n > 2 * (S.size + int(fit_intercept))
+            if tested and _binary_support_full_rank(Dk.Dt, S, fit_intercept):
                 continue  # [D_S, 1] has independent columns: nothing to remove
             # [D_S, 1] built in place: one float64 (n, k + 1) array, the atoms cast from
             # uint8 on assignment (an atoms copy and then an hstack made two)
@@ -270,7 +272,9 @@ def reduce_support(
             M[:, : S.size] = Dk.Dt[S].T
             if fit_intercept:
                 M[:, S.size] = 1.0
-            lam, dbeta = _reduce(M, S.size, Wv[S, c], np.sign(Wv[S, c]), binary=Dk.binary)
+            lam, dbeta = _reduce(
+                M, S.size, Wv[S, c], np.sign(Wv[S, c]), binary=Dk.binary, gram_tested=tested
+            )
             del M
             Wv[S, c] = lam
             if fit_intercept:
