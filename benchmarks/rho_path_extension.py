@@ -8,6 +8,7 @@ rho, the validation accuracy along the path and the test accuracies, to compare 
 cell's record in ``docs/results``::
 
     python benchmarks/rho_path_extension.py --base 3 --seed 0
+    python benchmarks/rho_path_extension.py --base 2 --lambda-carry 10 --seed 0   # Figure 1
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--base", type=int, default=3, choices=(2, 3, 5))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ratio", type=float, default=1e-4, help="rho_min / rho_max")
+    ap.add_argument("--lambda-carry", type=float, default=1.0, help="carry head weight")
     args = ap.parse_args(argv)
     n_rhos = round(4 * -math.log10(args.ratio))  # the configs' 12 values over 3 decades
     cfg = TrainConfig(
         task="addition", base=args.base, depth=3, steps=6, n_train=2000, n_val=500,
         n_test=1000, branches=64, width=32, method="cvx", rho_min_ratio=args.ratio,
-        n_rhos=n_rhos, seed=args.seed, threads=1,
+        n_rhos=n_rhos, seed=args.seed, threads=1, lambda_carry=args.lambda_carry,
     )  # fmt: skip
     rec = train(cfg, progress=False).record
     path = rec["rho_path"]
     top = path[0]["rho"] / args.ratio ** (1 / n_rhos)  # rho_max: the first value is one step below
     test = rec["metrics"]["test"]
     print(json.dumps({
-        "base": args.base, "seed": args.seed, "rho_min_ratio": args.ratio, "n_rhos": n_rhos,
+        "base": args.base, "seed": args.seed, "lambda_carry": args.lambda_carry,
+        "rho_min_ratio": args.ratio, "n_rhos": n_rhos,
         "selected_rho_over_rho_max": rec["rho"] / top,
         "path": [(round(p["rho"] / top, 6), round(p["val_acc"], 4)) for p in path],
         "test_joint_token_acc": test["joint_token_acc"],
