@@ -15,6 +15,7 @@ from cvxsnn.dictionary import (
     SpikeDictionary,
     build_dictionary,
     dedup_columns,
+    distinct_samples,
     estimate_dictionary_bytes,
     last_layer_spikes,
 )
@@ -215,6 +216,63 @@ def test_chunking_gives_the_identical_dictionary():
         assert np.array_equal(D.provenance, ref.provenance)
         assert np.array_equal(D.members, ref.members)
         assert (D.n_zero, D.n_duplicate, D.n_ones) == (ref.n_zero, ref.n_duplicate, ref.n_ones)
+
+
+# --------------------------------------------------------------------------- #
+# Repeated samples run once
+# --------------------------------------------------------------------------- #
+@settings(max_examples=30, deadline=None)
+@given(
+    n_distinct=st.integers(1, 6),
+    picks=st.lists(st.integers(0, 5), min_size=1, max_size=25),
+    T=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_repeated_samples_give_the_dictionary_of_a_run_over_every_sample(
+    n_distinct, picks, T, seed
+):
+    """Building on the distinct samples and copying rows equals running every sample."""
+    base = _data(T, n_distinct, 2, seed)
+    x = base[:, [i % n_distinct for i in picks]]  # (T, n, 2) with repeated samples
+    steps = tuple(range(T))
+    p = sample_witnesses(2, (4, 3), 3, sigma=1.5, generator=_gen(seed))
+    raw = _net_spikes(p, x).reshape(T * x.shape[1], -1).to(torch.uint8).numpy()
+    assert np.array_equal(last_layer_spikes(p, x, steps), raw)
+    if not (raw.any(axis=0) & ~raw.all(axis=0)).any():
+        with pytest.raises(ValueError, match="empty"):
+            build_dictionary(p, x, steps)
+        return
+    D = build_dictionary(p, x, steps)
+    groups = dedup_columns(raw, drop_ones=True)  # the dedup of the full raw matrix
+    assert np.array_equal(D.atoms, raw[:, groups.representatives])
+    m = D.widths[-1]
+    assert np.array_equal(D.raw_columns, groups.representatives)
+    assert np.array_equal(D.members[:, 0] * m + D.members[:, 1], groups.members)
+    assert np.array_equal(D.member_ptr, groups.member_ptr)
+    assert (D.n_zero, D.n_ones, D.n_duplicate) == (groups.n_zero, groups.n_ones, groups.n_duplicate)
+    assert D.n_samples == x.shape[1] and D.n_rows == T * x.shape[1]
+    assert np.array_equal(D.transform(x), D.atoms)
+
+
+def test_distinct_samples():
+    x = _data(3, 5, 2)
+    assert distinct_samples(x) is None  # all distinct
+    y = x[:, [2, 0, 2, 4, 0, 1, 2]]
+    first, inverse = distinct_samples(y)
+    assert first.tolist() == [0, 1, 3, 5]  # first occurrences, increasing
+    assert inverse.tolist() == [0, 1, 0, 2, 1, 3, 0]
+    assert torch.equal(y[:, first[inverse]], y)
+    # Equal fingerprints are not enough: only byte-equal samples merge.
+    z = torch.zeros(2, 3, 1, dtype=torch.float64)
+    z[1, 1, 0] = -0.0
+    z[0, 2, 0] = 1e-300
+    assert distinct_samples(z) is None
+    # A sample differing in one step only is kept apart.
+    w = x[:, [0, 0, 0]].clone()
+    w[2, 1, 1] += 2**-40
+    first, inverse = distinct_samples(w)
+    assert first.tolist() == [0, 1] and inverse.tolist() == [0, 1, 0]
+    assert distinct_samples(x[:, :1]) is None
 
 
 def test_rows_are_step_major():

@@ -52,6 +52,7 @@ __all__ = [
     "available_memory",
     "build_dictionary",
     "dedup_columns",
+    "distinct_samples",
     "estimate_dictionary_bytes",
     "last_layer_spikes",
 ]
@@ -293,8 +294,11 @@ def build_dictionary(
             f"columns, plus a forward chunk of {chunk} samples) but the limit is {_fmt(limit)}; "
             "use fewer samples, fewer branches or a smaller last layer, or raise max_bytes"
         )
-    raw = _spikes(params, x, steps, beta, bias_channel, chunk, device, None, progress)
-    return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones)
+    distinct = distinct_samples(x)
+    x_run = x if distinct is None else x[:, torch.as_tensor(distinct[0])]
+    raw = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, None, progress)
+    inverse = None if distinct is None else distinct[1]
+    return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones, inverse)
 
 
 def last_layer_spikes(
@@ -353,7 +357,64 @@ def last_layer_spikes(
         raise DictionaryTooLarge(
             f"the spikes need about {_fmt(estimate)} but the limit is {_fmt(limit)}"
         )
-    return _spikes(params, x, steps, beta, bias_channel, chunk, device, columns)
+    distinct = distinct_samples(x)
+    if distinct is None:
+        return _spikes(params, x, steps, beta, bias_channel, chunk, device, columns)
+    first, inverse = distinct
+    x_run = x[:, torch.as_tensor(first)]
+    out = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, columns)
+    return _expand_rows(out, len(steps), inverse)
+
+
+def distinct_samples(x: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distinct samples of ``x`` (T, n, d), or None when every sample is distinct.
+
+    The spikes of a sample depend on that sample only, so the kernel runs once per
+    distinct input sequence and the rows of a repeated sample are copied: on tasks
+    with few distinct inputs (FIRST-LAST-XOR at T = 6 has 2^6) the dictionary build
+    does a fraction of the work and gives the same spikes bit for bit.
+
+    Two samples are merged only if their values are equal byte for byte over all T
+    steps and d channels (so ``-0.0`` and ``0.0`` are kept apart, which only costs
+    work). A float64 fingerprint of each sample (its dot product with a fixed random
+    vector) groups candidates; only samples with equal fingerprints are compared.
+
+    Returns
+    -------
+    (first, inverse) : tuple of ndarray (n_distinct,) and (n,), int64
+        ``first`` holds the index of each distinct sample's first occurrence,
+        increasing; sample ``i`` equals sample ``first[inverse[i]]``.
+    """
+    T, n, d = x.shape
+    if n < 2:
+        return None
+    x = x.detach().to("cpu")
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randn(T, d, generator=gen, dtype=torch.float64)
+    finger = torch.zeros(n, dtype=torch.float64)
+    for t in range(T):  # step by step: no copy of x
+        finger += x[t].to(torch.float64) @ probe[t]
+    _, f_inverse, counts = np.unique(finger.numpy(), return_inverse=True, return_counts=True)
+    f_inverse = f_inverse.reshape(n)
+    candidates = np.flatnonzero(counts[f_inverse] > 1)
+    if candidates.size == 0:  # every fingerprint differs: every sample differs
+        return None
+    rows = x[:, torch.as_tensor(candidates)].permute(1, 0, 2).contiguous().numpy()
+    owner = np.arange(n, dtype=np.int64)  # owner[i]: the first sample equal to sample i
+    seen: dict[tuple[int, bytes], int] = {}
+    for j, i in enumerate(candidates.tolist()):
+        owner[i] = seen.setdefault((int(f_inverse[i]), rows[j].tobytes()), i)
+    first, inverse = np.unique(owner, return_inverse=True)
+    if len(first) == n:
+        return None
+    return first.astype(np.int64), inverse.astype(np.int64).reshape(n)
+
+
+def _expand_rows(out: np.ndarray, S: int, inverse: np.ndarray) -> np.ndarray:
+    """(S n_distinct, Q) step-major rows -> (S n, Q): sample i takes row inverse[i]."""
+    n_distinct, Q = out.shape[0] // S, out.shape[1]
+    full = out.reshape(S, n_distinct, Q)[:, inverse]
+    return np.ascontiguousarray(full.reshape(S * len(inverse), Q))
 
 
 def estimate_dictionary_bytes(
@@ -572,7 +633,11 @@ def _dedup(
     beta: float,
     bias_channel: bool,
     drop_ones: bool,
+    inverse: np.ndarray | None = None,
 ) -> SpikeDictionary:
+    """Deduplicate the columns of ``raw``; with ``inverse``, ``raw`` holds the distinct
+    samples only (equal columns there are equal on every sample) and the atoms are
+    expanded to all ``n`` samples."""
     n_raw = raw.shape[1]
     m_last = int(params.thetas[-1].shape[1])
     groups = dedup_columns(raw, drop_ones=drop_ones)
@@ -587,6 +652,8 @@ def _dedup(
     members = np.stack([groups.members // m_last, groups.members % m_last], axis=1)
     provenance = np.stack([reps // m_last, reps % m_last], axis=1)
     atoms = np.ascontiguousarray(raw[:, reps])
+    if inverse is not None:
+        atoms = _expand_rows(atoms, len(steps), inverse)
     cpu = HiddenParams(
         params.w_in.detach().to("cpu", torch.float64).clone(),
         tuple(w.detach().to("cpu", torch.float64).clone() for w in params.w_hidden),
