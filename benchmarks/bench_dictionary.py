@@ -1,27 +1,31 @@
 """Time spike-dictionary construction: cvxsnn vs a per-branch snnTorch loop, with a roofline.
 
 Both sides get the same Gaussian witnesses and the same float64 data. cvxsnn runs
-``build_dictionary`` (one matmul per layer over all T and K, the LIF recurrence on
-(B, K, m) tensors, then bit-packed deduplication). The peer is what one writes with
+``build_dictionary`` (the kernel once per distinct input sequence, one matmul per layer
+over all T and K, the LIF recurrence on (B, K, m) tensors, the rows of repeated samples
+copied, then bit-packed deduplication of the columns). The peer is what one writes with
 snnTorch: for every branch, a stack of ``nn.Linear`` + ``snn.Leaky(reset_mechanism=
-"subtract")`` run step by step over T (the constant-1 input channel is the first Linear's
-bias), keeping the last layer's spikes at the supervised steps; it does not deduplicate,
-so it does strictly less work. Before timing, the peer's raw spikes must equal cvxsnn's
-raw spikes bit for bit (``last_layer_spikes``), and the deduplicated dictionary built from
-the peer's spikes must equal ours.
+"subtract")`` run step by step over T on every sample (the constant-1 input channel is
+the first Linear's bias), keeping the last layer's spikes at the supervised steps; it does
+not deduplicate columns. Before timing, the peer's raw spikes must equal cvxsnn's raw
+spikes bit for bit (``last_layer_spikes``), and the deduplicated dictionary built from the
+peer's spikes must equal ours. The ``distinct`` column counts the distinct input sequences
+(FIRST-LAST-XOR at T = 6 has 64; MNIST-SEQ has no repeats).
 
 The roofline measures this machine's matmul rate (float64 and float32, one large square
-matmul) and memory bandwidth (a large copy), counts the build's matmul FLOPs and its
-compulsory bytes (the inputs read once, the uint8 spikes of the supervised steps written
-once), and prints the larger of the two times as the bound beside ours. A second,
-design-level byte count is printed too: every layer's float64 currents and spikes
-written once and read once (32 bytes per neuron-step), which is what a chunked eager
-forward moves when its (T, B, K, m) buffers do not fit in cache.
+matmul) and memory bandwidth (a large copy), counts the build's matmul FLOPs over the
+distinct samples and its compulsory bytes (every input read once, the uint8 spikes of the
+supervised steps written once for every sample), and prints the larger of the two times
+as the bound beside ours. A second, design-level byte count is printed too: every
+layer's float64 currents and spikes written once and read once (32 bytes per
+neuron-step), which is what a chunked eager forward moves when its (T, B, K, m) buffers
+do not fit in cache.
 
 Examples
 --------
     python benchmarks/bench_dictionary.py                   # xor and mnist, 1 thread
     python benchmarks/bench_dictionary.py --tasks xor --repeat 5
+    python benchmarks/bench_dictionary.py --tasks xor,add2,mnist,mnist640
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import format_table, time_call  # noqa: E402
 
-from cvxsnn.dictionary import build_dictionary, dedup_columns, last_layer_spikes  # noqa: E402
+from cvxsnn.dictionary import (  # noqa: E402
+    build_dictionary,
+    dedup_columns,
+    distinct_samples,
+    last_layer_spikes,
+)
 from cvxsnn.network import HiddenParams  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 from cvxsnn.witnesses import sample_witnesses  # noqa: E402
@@ -53,6 +62,7 @@ BETA = 0.99
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SETTINGS = {  # name -> (task, T, n, L, K, m)
     "xor": ("xor", 6, 2000, 3, 64, 32),
+    "add2": ("addition", 6, 2000, 3, 64, 32),  # ADDITION base 2: some inputs repeat
     "mnist": ("mnist-seq", 28, 10000, 3, 64, 32),
     "mnist640": ("mnist-seq", 28, 2000, 3, 640, 32),  # the width of the full-scale run
 }
@@ -65,6 +75,8 @@ DESIGN_BYTES_PER_NEURON_STEP = 32
 def load(task: str, T: int, n: int, seed: int = 0) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Training inputs (T, n, d) float64 and the supervised steps."""
     kw = {"data_dir": str(DATA_DIR)} if task == "mnist-seq" else {}
+    if task == "addition":
+        kw["base"] = 2
     data = make_task(task, steps=T, n_train=n, n_val=10, n_test=10, seed=seed, **kw)
     return data.train.x.to(torch.float64), tuple(data.train.steps)
 
@@ -141,12 +153,18 @@ def machine_rates(repeat: int = 3) -> dict[str, float]:
 
 
 def build_cost(
-    T: int, n: int, S: int, d_eff: int, K: int, widths: tuple[int, ...]
+    T: int, n: int, S: int, d_eff: int, K: int, widths: tuple[int, ...], n_run: int | None = None
 ) -> dict[str, float]:
-    """Matmul FLOPs, compulsory bytes and design bytes of one forward pass of the build."""
+    """Matmul FLOPs, compulsory bytes and design bytes of one forward pass of the build.
+
+    ``n_run`` samples go through the kernel (the distinct ones; all ``n`` by default): the
+    FLOPs and design bytes count those, the compulsory bytes read every input once and
+    write every output row once.
+    """
+    n_run = n if n_run is None else n_run
     fan_in = [d_eff, *widths[:-1]]
-    flops = sum(2.0 * T * n * K * a * b for a, b in zip(fan_in, widths, strict=True))
-    neuron_steps = T * n * K * sum(widths)
+    flops = sum(2.0 * T * n_run * K * a * b for a, b in zip(fan_in, widths, strict=True))
+    neuron_steps = T * n_run * K * sum(widths)
     compulsory = 8.0 * T * n * d_eff + 1.0 * S * n * K * widths[-1]
     design = DESIGN_BYTES_PER_NEURON_STEP * neuron_steps + compulsory
     return {
@@ -178,11 +196,14 @@ def run_setting(name: str, repeat: int, rates: dict[str, float]) -> tuple[dict, 
 
     t_ours = time_call(lambda: build_dictionary(params, x, steps, beta=BETA), repeat=repeat)
     t_peer = time_call(lambda: snntorch_spikes(stacks, x, steps), repeat=repeat)
-    cost = build_cost(T, n, len(steps), d + 1, K, widths)
+    distinct = distinct_samples(x)
+    n_run = n if distinct is None else len(distinct[0])
+    # The bound is for the work the build must do: the kernel over the distinct samples.
+    cost = build_cost(T, n, len(steps), d + 1, K, widths, n_run=n_run)
     t_flop = cost["flops"] / rates["flops_float64"]
     t_mem = cost["bytes"] / rates["bandwidth"]
     t_design = cost["design_bytes"] / rates["bandwidth"]
-    base = {"setting": f"{name} n={n} T={T} L={L} K={K} m={m}", "P_raw": K * m}
+    base = {"setting": f"{name} n={n} T={T} L={L} K={K} m={m}", "distinct": n_run, "P_raw": K * m}
     row = {
         **base,
         "P": sd.atoms.shape[1],
@@ -237,7 +258,16 @@ def main(argv: list[str] | None = None) -> None:
         roofs.append(roof)
         print(f"{name}: done ({row['cvxsnn_s']:.3g} s vs {row['snntorch_s']:.3g} s)", flush=True)
     print()
-    cols = ["setting", "P_raw", "P", "cvxsnn_s", "snntorch_s", "ratio", "cvxsnn_ms/sample"]
+    cols = [
+        "setting",
+        "distinct",
+        "P_raw",
+        "P",
+        "cvxsnn_s",
+        "snntorch_s",
+        "ratio",
+        "cvxsnn_ms/sample",
+    ]
     print(format_table(rows, [*cols, "cvxsnn_peak_MiB", "snntorch_peak_MiB", "spikes_equal"]))
     print()
     print(
