@@ -115,6 +115,7 @@ def test_cvxsnn_network_round_trip_random():
         (lambda: snn.RLeaky(beta=0.9, linear_features=4), "is RLeaky"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Inhibition is an unstable feature:UserWarning")
 def test_unsupported_dynamics_refused_naming_layer(make, reason):
     model = nn.Sequential(nn.Linear(3, 4), make(), nn.Linear(4, 1))
     with pytest.raises(ValueError, match=r"layer '1' \(index 1\)") as err:
