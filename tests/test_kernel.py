@@ -14,6 +14,7 @@ from cvxsnn.kernel import (
     FastSigmoid,
     LIFState,
     Sigmoid,
+    _broadcast_shape,
     get_surrogate,
     init_state,
     lif_run,
@@ -216,3 +217,20 @@ def test_runs_on_cuda():
     cur = torch.tensor(GOLDEN_CURRENTS, device="cuda").unsqueeze(1)
     s, _, _ = lif_run(cur, torch.tensor(GOLDEN_THETA, device="cuda"), 0.5, Sigmoid())
     assert torch.equal(s[:, 0].cpu(), torch.tensor(GOLDEN_S, dtype=torch.float32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shapes=st.lists(
+        st.lists(st.sampled_from([0, 1, 2, 3]), min_size=0, max_size=4).map(tuple),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_broadcast_shape_agrees_with_torch(shapes):
+    """The in-place step's shape check: the same verdict as torch.broadcast_shapes."""
+    try:
+        want = tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        want = None
+    assert _broadcast_shape(*shapes) == want

@@ -126,6 +126,22 @@ def test_predict_in_chunks_equals_forward(chunk):
     assert torch.equal(net.predict(x, chunk_rows=chunk), net.predict(x))
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_predict_runs_repeated_samples_once_with_the_same_predictions(chunk, monkeypatch):
+    net = _net(3, (4, 5), C=3, seed=4)
+    base = torch.rand(6, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    x = base[:, [3, 0, 3, 1, 0, 2, 3, 3]] * 2  # 8 samples, 4 distinct
+    ref = decode_outputs(net(x, [2, 5]).detach(), net.config.out_layout)  # every sample
+    seen = []
+    original = net.last_spikes
+    monkeypatch.setattr(
+        net, "last_spikes", lambda xb, ws=None: seen.append(xb.shape[1]) or original(xb, ws)
+    )
+    got = net.predict(x, [2, 5], chunk_rows=chunk)
+    assert torch.equal(got, ref)
+    assert sum(seen) == 4  # the kernel ran on the distinct samples only
+
+
 def test_predict_rejects_bad_chunk_and_shapes():
     net = _net(2, (3,), seed=0)
     with pytest.raises(ValueError, match="chunk_rows must be an int >= 1"):

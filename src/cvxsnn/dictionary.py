@@ -42,6 +42,7 @@ from cvxsnn.network import (
     ParallelLIFNet,
     check_chunk,
 )
+from cvxsnn.samples import distinct_samples
 from cvxsnn.witnesses import check_hidden_params
 
 __all__ = [
@@ -364,50 +365,6 @@ def last_layer_spikes(
     x_run = x[:, torch.as_tensor(first)]
     out = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, columns)
     return _expand_rows(out, len(steps), inverse)
-
-
-def distinct_samples(x: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """The distinct samples of ``x`` (T, n, d), or None when every sample is distinct.
-
-    The spikes of a sample depend on that sample only, so the kernel runs once per
-    distinct input sequence and the rows of a repeated sample are copied: on tasks
-    with few distinct inputs (FIRST-LAST-XOR at T = 6 has 2^6) the dictionary build
-    does a fraction of the work and gives the same spikes bit for bit.
-
-    Two samples are merged only if their values are equal byte for byte over all T
-    steps and d channels (so ``-0.0`` and ``0.0`` are kept apart, which only costs
-    work). A float64 fingerprint of each sample (its dot product with a fixed random
-    vector) groups candidates; only samples with equal fingerprints are compared.
-
-    Returns
-    -------
-    (first, inverse) : tuple of ndarray (n_distinct,) and (n,), int64
-        ``first`` holds the index of each distinct sample's first occurrence,
-        increasing; sample ``i`` equals sample ``first[inverse[i]]``.
-    """
-    T, n, d = x.shape
-    if n < 2:
-        return None
-    x = x.detach().to("cpu")
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.randn(T, d, generator=gen, dtype=torch.float64)
-    finger = torch.zeros(n, dtype=torch.float64)
-    for t in range(T):  # step by step: no copy of x
-        finger += x[t].to(torch.float64) @ probe[t]
-    _, f_inverse, counts = np.unique(finger.numpy(), return_inverse=True, return_counts=True)
-    f_inverse = f_inverse.reshape(n)
-    candidates = np.flatnonzero(counts[f_inverse] > 1)
-    if candidates.size == 0:  # every fingerprint differs: every sample differs
-        return None
-    rows = x[:, torch.as_tensor(candidates)].permute(1, 0, 2).contiguous().numpy()
-    owner = np.arange(n, dtype=np.int64)  # owner[i]: the first sample equal to sample i
-    seen: dict[tuple[int, bytes], int] = {}
-    for j, i in enumerate(candidates.tolist()):
-        owner[i] = seen.setdefault((int(f_inverse[i]), rows[j].tobytes()), i)
-    first, inverse = np.unique(owner, return_inverse=True)
-    if len(first) == n:
-        return None
-    return first.astype(np.int64), inverse.astype(np.int64).reshape(n)
 
 
 def _expand_rows(out: np.ndarray, S: int, inverse: np.ndarray) -> np.ndarray:

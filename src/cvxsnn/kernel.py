@@ -321,7 +321,21 @@ def _same_kind(currents: Tensor, theta: Tensor, beta: float | Tensor, state: LIF
     tensors = [theta, state.v, state.s] + ([beta] if isinstance(beta, Tensor) else [])
     if any(not isinstance(t, Tensor) or t.dtype != dt for t in tensors):
         return False
-    try:
-        return torch.broadcast_shapes(*(t.shape for t in tensors), shape) == shape
-    except RuntimeError:
-        return False
+    return _broadcast_shape(*(tuple(t.shape) for t in tensors), tuple(shape)) == tuple(shape)
+
+
+def _broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes`` (numpy's rule), or None when they do not broadcast.
+
+    Plain Python: ``torch.broadcast_shapes`` imports sympy on its first call (over a
+    second of a fresh process's first dictionary build).
+    """
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for s in shapes:
+        for i, size in enumerate(s, start=ndim - len(s)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    return None
+                out[i] = size
+    return tuple(out)

@@ -471,9 +471,23 @@ class ParallelLIFNet(nn.Module):
         Runs without gradients in chunks of ``chunk_rows`` samples
         (:meth:`chunk_samples` by default) through :meth:`last_spikes`, so
         memory does not grow with B: the outputs are those of ``self(x, steps)``.
+        A sample repeated in ``x`` runs once and its predictions are copied
+        (:func:`cvxsnn.samples.distinct_samples`).
         """
+        from cvxsnn.samples import distinct_samples
+
         x = self._check_input_shape(x)
         chunk = self.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
+        distinct = distinct_samples(x)
+        if distinct is None:
+            return self._predict_chunks(x, steps, chunk)
+        first, inverse = distinct
+        out = self._predict_chunks(x[:, torch.as_tensor(first, device=x.device)], steps, chunk)
+        return out.index_select(1, torch.as_tensor(inverse, device=out.device))
+
+    def _predict_chunks(
+        self, x: Tensor, steps: Sequence[int] | Tensor | None, chunk: int
+    ) -> Tensor:
         idx = None
         if steps is not None:
             idx = torch.as_tensor(steps, device=self.device, dtype=torch.long)
