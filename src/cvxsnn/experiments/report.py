@@ -261,7 +261,7 @@ def plot_sweep(
     settings = {s.label: s for s in experiment.settings(preset)}
     index = {(r.label, r.method, r.metric): r for r in rows}
     metrics = spec.metrics or experiment.metrics
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     drawn = 0
 
     def draw(xs: list[float], cells: list[CellSummary | None], name: str) -> int:
@@ -313,7 +313,8 @@ def plot_sweep(
     # wrapped: the long titles of the figure configs ran off the canvas
     ax.set_title(textwrap.fill(f"{experiment.title} ({preset})", 90), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # outside the axes: inside, it covered the points of the curves at the top
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
