@@ -1,13 +1,18 @@
 """How the CVX pipeline's cost grows with n, K (and so P), L and T: time per stage and peak RSS.
 
-Each point is one ``cvxsnn.pipeline.train`` run of CVX on FIRST-LAST-XOR (Gaussian
-witnesses, rho path selected on validation, support reduction, reconstruction with its
-exact check, evaluation), in a fresh subprocess so that its peak resident memory is its
-own. One axis moves at a time around the base point n = 1000, K = 16, m = 32, L = 3,
-T = 6. Every point is repeated ``--repeat`` times; the medians are kept.
+Each point is one ``cvxsnn.pipeline.train`` run of CVX (Gaussian witnesses, rho path
+selected on validation, support reduction, reconstruction with its exact check,
+evaluation), in a fresh subprocess so that its peak resident memory is its own. One axis
+moves at a time around a base point: MNIST-SEQ n = 1000, K = 16, m = 32, L = 3, T = 28
+(every training sequence distinct), or FIRST-LAST-XOR n = 1000, K = 16, m = 32, L = 3,
+T = 6 (``--task xor``; at T = 6 it has 64 distinct inputs, which the dictionary build
+and the solver merge, so its cost barely grows with n). 500 validation and 1,000 test
+samples. Every point is repeated ``--repeat`` times; the medians are kept.
 
-    python benchmarks/bench_scaling.py --out docs/results/scaling.jsonl --plot docs/perf_scaling.png
-    python benchmarks/bench_scaling.py --plot-only --out docs/results/scaling.jsonl --plot ...
+    python benchmarks/bench_scaling.py --data-dir ../shared/data/mnist   # MNIST-SEQ
+    python benchmarks/bench_scaling.py --task xor --out docs/results/scaling-xor.jsonl \
+        --plot docs/results/perf_scaling_xor.png
+    python benchmarks/bench_scaling.py --plot-only        # redraw from the rows kept
 
 Rows already in ``--out`` are skipped, so an interrupted run resumes.
 """
@@ -22,12 +27,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-BASE = dict(n=1000, K=16, L=3, T=6)
-AXES = {
-    "n": [250, 500, 1000, 2000, 4000, 8000],
-    "K": [4, 8, 16, 32, 64, 128],
-    "L": [2, 3, 5, 10, 15],
-    "T": [6, 11, 14, 28, 56],
+TASKS = {
+    "xor": (
+        dict(n=1000, K=16, L=3, T=6),
+        {
+            "n": [250, 500, 1000, 2000, 4000, 8000],
+            "K": [4, 8, 16, 32, 64, 128],
+            "L": [2, 3, 5, 10, 15],
+            "T": [6, 11, 14, 28, 56],
+        },
+    ),
+    "mnist-seq": (  # T must divide the 784 pixels
+        dict(n=1000, K=16, L=3, T=28),
+        {
+            "n": [250, 500, 1000, 2000, 4000, 8000],
+            "K": [4, 8, 16, 32, 64, 128],
+            "L": [2, 3, 5, 10, 15],
+            "T": [7, 14, 28, 56],
+        },
+    ),
 }
 STAGES = ("dictionary", "solve", "reconstruction", "evaluation")
 
@@ -36,8 +54,9 @@ import json, resource, sys, torch
 from cvxsnn.pipeline import TrainConfig, train
 p = json.loads(sys.argv[1])
 torch.set_num_threads(1)
-cfg = TrainConfig(task="xor", method="cvx", n_train=p["n"], n_val=500, n_test=1000,
-                  branches=p["K"], width=32, depth=p["L"], steps=p["T"], seed=0, threads=1)
+cfg = TrainConfig(task=p["task"], method="cvx", n_train=p["n"], n_val=500, n_test=1000,
+                  branches=p["K"], width=32, depth=p["L"], steps=p["T"], seed=0, threads=1,
+                  data_dir=p["data_dir"])
 rec = train(cfg, progress=False).record
 print(json.dumps({"time_s": rec["time_s"], "P_raw": rec["P_raw"], "P": rec["P"],
                   "test_acc": rec["test_acc"], "gap": rec["gap"],
@@ -57,19 +76,21 @@ def run_point(point: dict[str, int]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(path: Path, repeat: int) -> None:
+def measure(path: Path, repeat: int, task: str, data_dir: str | None) -> None:
+    base, axes = TASKS[task]
     done = set()
     if path.exists():
         done = {json.loads(line)["key"] for line in path.read_text().splitlines() if line}
-    for axis, values in AXES.items():
+    for axis, values in axes.items():
         for v in values:
-            point = {**BASE, axis: v}
-            key = f"{axis}={v}"
+            point = {**base, axis: v}
+            key = f"{task}:{axis}={v}"
             if key in done:
                 continue
-            runs = [run_point(point) for _ in range(repeat)]
+            runs = [run_point({**point, "task": task, "data_dir": data_dir}) for _ in range(repeat)]
             row = {
                 "key": key,
+                "task": task,
                 "axis": axis,
                 "value": v,
                 **point,
@@ -91,14 +112,17 @@ def measure(path: Path, repeat: int) -> None:
 
 
 def plot(path: Path, png: Path) -> None:
+    """One column per axis: time per stage (top) and peak RSS (bottom), log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    task = rows[0].get("task", "xor")
+    base, axes_of = TASKS[task]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for j, axis in enumerate(AXES):
+    for j, axis in enumerate(axes_of):
         rs = sorted((r for r in rows if r["axis"] == axis), key=lambda r: r["value"])
         if not rs:
             continue
@@ -120,8 +144,9 @@ def plot(path: Path, png: Path) -> None:
         ax.set_xlabel("P" if axis == "K" else axis)
         ax.set_ylabel("peak RSS (MiB)")
         ax.set_title(f"memory vs {'P' if axis == 'K' else axis}")
-    base = ", ".join(f"{k}={v}" for k, v in BASE.items())
-    fig.suptitle(f"CVX pipeline on FIRST-LAST-XOR, one thread; one axis moves from {base}")
+    at = ", ".join(f"{k}={v}" for k, v in base.items())
+    name = {"xor": "FIRST-LAST-XOR", "mnist-seq": "MNIST-SEQ"}[task]
+    fig.suptitle(f"CVX pipeline on {name}, one thread; one axis moves from {at} (m=32)")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -130,13 +155,17 @@ def plot(path: Path, png: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/results/scaling.jsonl"))
-    ap.add_argument("--plot", type=Path, default=Path("docs/perf_scaling.png"))
+    ap.add_argument("--task", choices=sorted(TASKS), default="mnist-seq")
+    ap.add_argument("--data-dir", default=os.environ.get("CVXSNN_DATA_DIR"), help="MNIST files")
+    ap.add_argument("--out", type=Path, default=Path("docs/results/scaling-mnist.jsonl"))
+    ap.add_argument("--plot", type=Path, default=Path("docs/results/perf_scaling_mnist.png"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
     if not args.plot_only:
-        measure(args.out, args.repeat)
+        if args.task == "mnist-seq" and not args.data_dir:
+            ap.error("--data-dir (or CVXSNN_DATA_DIR) must name the folder of the MNIST files")
+        measure(args.out, args.repeat, args.task, args.data_dir)
     plot(args.out, args.plot)
 
 
