@@ -117,6 +117,12 @@ def plot(path: Path, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    def ticks(ax, xs) -> None:  # the measured values as plain labels, no minor clutter
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs], fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line]
     task = rows[0].get("task", "xor")
@@ -136,18 +142,20 @@ def plot(path: Path, png: Path) -> None:
         ax.set_xlabel("P (atoms after dedup; K varies)" if axis == "K" else axis)
         ax.set_ylabel("seconds (median)")
         ax.set_title(f"time vs {'P' if axis == 'K' else axis}")
-        if j == 0:
-            ax.legend(fontsize=8)
+        ticks(ax, xs)
         ax = axes[1, j]
         ax.plot(xs, [r["peak_rss_mib"] for r in rs], marker="o", color="tab:red")
         ax.set_xscale("log")
         ax.set_xlabel("P" if axis == "K" else axis)
         ax.set_ylabel("peak RSS (MiB)")
         ax.set_title(f"memory vs {'P' if axis == 'K' else axis}")
+        ticks(ax, xs)
     at = ", ".join(f"{k}={v}" for k, v in base.items())
     name = {"xor": "FIRST-LAST-XOR", "mnist-seq": "MNIST-SEQ"}[task]
     fig.suptitle(f"CVX pipeline on {name}, one thread; one axis moves from {at} (m=32)")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), fontsize=8, ncol=5)
+    fig.tight_layout(rect=(0, 0, 1, 0.91))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     print(f"wrote {png}")
