@@ -254,6 +254,31 @@ def test_repeated_samples_give_the_dictionary_of_a_run_over_every_sample(
     assert np.array_equal(D.transform(x), D.atoms)
 
 
+def test_build_runs_the_kernel_on_the_distinct_samples_only(monkeypatch):
+    from cvxsnn.samples import repeated_samples
+
+    calls = []
+    original = network_module.lif_run
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[1])  # samples in this call
+        return original(*args, **kwargs)
+
+    p = sample_witnesses(2, (5, 4), 3, sigma=1.5, generator=_gen(1))
+    x = _data(4, 5, 2, seed=1)[:, [0, 1, 0, 2, 3, 4, 1, 0, 2, 2]]  # 10 samples, 5 distinct
+    assert repeated_samples(x) is not None
+    monkeypatch.setattr(network_module, "lif_run", counting)
+    D = build_dictionary(p, x, (1, 3))
+    assert sum(calls[::2]) == 5  # first layer of each chunk: 5 samples in all
+    monkeypatch.setattr(network_module, "lif_run", original)
+    raw = _net_spikes(p, x)[[1, 3]].reshape(2 * 10, -1).to(torch.uint8).numpy()
+    assert np.array_equal(D.atoms, raw[:, D.raw_columns])
+    # few repeats: the whole batch runs (no copy of the distinct samples)
+    y = _data(4, 20, 2, seed=2)
+    y[:, 19] = y[:, 0]
+    assert distinct_samples(y) is not None and repeated_samples(y) is None
+
+
 def test_distinct_samples():
     x = _data(3, 5, 2)
     assert distinct_samples(x) is None  # all distinct

@@ -42,7 +42,7 @@ from cvxsnn.network import (
     ParallelLIFNet,
     check_chunk,
 )
-from cvxsnn.samples import distinct_samples
+from cvxsnn.samples import distinct_samples, repeated_samples
 from cvxsnn.witnesses import check_hidden_params
 
 __all__ = [
@@ -295,8 +295,8 @@ def build_dictionary(
             f"columns, plus a forward chunk of {chunk} samples) but the limit is {_fmt(limit)}; "
             "use fewer samples, fewer branches or a smaller last layer, or raise max_bytes"
         )
-    distinct = distinct_samples(x)
-    x_run = x if distinct is None else x[:, torch.as_tensor(distinct[0])]
+    distinct = repeated_samples(x)
+    x_run = x if distinct is None else x[:, torch.as_tensor(distinct[0], device=x.device)]
     raw = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, None, progress)
     inverse = None if distinct is None else distinct[1]
     return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones, inverse)
@@ -358,11 +358,11 @@ def last_layer_spikes(
         raise DictionaryTooLarge(
             f"the spikes need about {_fmt(estimate)} but the limit is {_fmt(limit)}"
         )
-    distinct = distinct_samples(x)
+    distinct = repeated_samples(x)
     if distinct is None:
         return _spikes(params, x, steps, beta, bias_channel, chunk, device, columns)
     first, inverse = distinct
-    x_run = x[:, torch.as_tensor(first)]
+    x_run = x[:, torch.as_tensor(first, device=x.device)]
     out = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, columns)
     return _expand_rows(out, len(steps), inverse)
 

@@ -471,14 +471,15 @@ class ParallelLIFNet(nn.Module):
         Runs without gradients in chunks of ``chunk_rows`` samples
         (:meth:`chunk_samples` by default) through :meth:`last_spikes`, so
         memory does not grow with B: the outputs are those of ``self(x, steps)``.
-        A sample repeated in ``x`` runs once and its predictions are copied
-        (:func:`cvxsnn.samples.distinct_samples`).
+        When at least a tenth of the samples in ``x`` are repeats, each distinct
+        sample runs once and its predictions are copied
+        (:func:`cvxsnn.samples.repeated_samples`).
         """
-        from cvxsnn.samples import distinct_samples
+        from cvxsnn.samples import repeated_samples
 
         x = self._check_input_shape(x)
         chunk = self.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
-        distinct = distinct_samples(x)
+        distinct = repeated_samples(x)
         if distinct is None:
             return self._predict_chunks(x, steps, chunk)
         first, inverse = distinct

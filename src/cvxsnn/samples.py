@@ -11,7 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["distinct_samples"]
+__all__ = ["distinct_samples", "repeated_samples"]
+
+#: Run on the distinct samples only when at least this share of the samples are repeats;
+#: below it the copy of the distinct samples costs more memory than the saving is worth.
+MIN_REPEAT_SHARE = 0.1
 
 
 def distinct_samples(x: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
@@ -60,3 +64,17 @@ def distinct_samples(x: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
     if len(first) == n:
         return None
     return first.astype(np.int64), inverse.astype(np.int64).reshape(n)
+
+
+def repeated_samples(
+    x: Tensor, min_share: float = MIN_REPEAT_SHARE
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`distinct_samples` when at least ``min_share`` of the samples are repeats, else None.
+
+    What the dictionary build and the predictions use: they then run the kernel on
+    ``x[:, first]`` (a copy of the distinct samples) and copy rows back with ``inverse``.
+    """
+    distinct = distinct_samples(x)
+    if distinct is None or len(distinct[0]) > (1.0 - min_share) * x.shape[1]:
+        return None
+    return distinct
