@@ -275,6 +275,10 @@ def build_dictionary(
 
     Notes
     -----
+    The kernel runs once per distinct input sequence when at least a tenth of
+    the samples are repeats (:func:`cvxsnn.samples.repeated_samples`); the rows
+    of a repeated sample are copied, so the atoms are the same bit for bit.
+
     Deduplication packs each column's bits (``np.packbits`` along rows) and
     runs ``np.unique`` on the packed columns viewed as fixed-length byte
     strings: the comparison is on the whole byte string, so two columns are
@@ -289,13 +293,17 @@ def build_dictionary(
     limit = _limit(max_bytes)
     chunk = _chunk_samples(chunk_rows, T, n, K, d_eff, widths, limit)
     estimate = estimate_dictionary_bytes(T, n, S, K, d_eff, widths, chunk_rows=chunk)
+    # With repeated samples the kernel runs on a copy of the distinct ones (at most 90%
+    # of the samples, see repeated_samples); the spikes then take less than the estimate.
+    distinct = repeated_samples(x)
+    if distinct is not None:
+        estimate += len(distinct[0]) * x[:, :1].numel() * x.element_size()
     if estimate > limit:
         raise DictionaryTooLarge(
             f"the spike dictionary needs about {_fmt(estimate)} ({n_rows} rows x {n_raw} raw "
             f"columns, plus a forward chunk of {chunk} samples) but the limit is {_fmt(limit)}; "
             "use fewer samples, fewer branches or a smaller last layer, or raise max_bytes"
         )
-    distinct = repeated_samples(x)
     x_run = x if distinct is None else x[:, torch.as_tensor(distinct[0], device=x.device)]
     raw = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, None, progress)
     inverse = None if distinct is None else distinct[1]
@@ -354,11 +362,14 @@ def last_layer_spikes(
     limit = _limit(max_bytes)
     chunk = _chunk_samples(chunk_rows, T, n, K, d_eff, widths, limit)
     estimate = _work_bytes(T, chunk, K, d_eff, widths) + len(steps) * n * n_cols
+    distinct = repeated_samples(x)
+    if distinct is not None:  # the distinct samples' copy and spikes, then the expansion
+        n_run = len(distinct[0])
+        estimate += n_run * (x[:, :1].numel() * x.element_size() + len(steps) * n_cols)
     if estimate > limit:
         raise DictionaryTooLarge(
             f"the spikes need about {_fmt(estimate)} but the limit is {_fmt(limit)}"
         )
-    distinct = repeated_samples(x)
     if distinct is None:
         return _spikes(params, x, steps, beta, bias_channel, chunk, device, columns)
     first, inverse = distinct
