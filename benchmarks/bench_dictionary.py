@@ -197,7 +197,7 @@ def run_setting(name: str, repeat: int, rates: dict[str, float]) -> tuple[dict, 
     t_ours = time_call(lambda: build_dictionary(params, x, steps, beta=BETA), repeat=repeat)
     t_peer = time_call(lambda: snntorch_spikes(stacks, x, steps), repeat=repeat)
     distinct = distinct_samples(x)
-    n_run = n if distinct is None else len(distinct[0])
+    n_run = n if distinct is None else len(distinct.first)
     # The bound is for the work the build must do: the kernel over the distinct samples.
     cost = build_cost(T, n, len(steps), d + 1, K, widths, n_run=n_run)
     t_flop = cost["flops"] / rates["flops_float64"]

@@ -297,16 +297,16 @@ def build_dictionary(
     # of the samples, see repeated_samples); the spikes then take less than the estimate.
     distinct = repeated_samples(x)
     if distinct is not None:
-        estimate += len(distinct[0]) * x[:, :1].numel() * x.element_size()
+        estimate += distinct.take_bytes(x)
     if estimate > limit:
         raise DictionaryTooLarge(
             f"the spike dictionary needs about {_fmt(estimate)} ({n_rows} rows x {n_raw} raw "
             f"columns, plus a forward chunk of {chunk} samples) but the limit is {_fmt(limit)}; "
             "use fewer samples, fewer branches or a smaller last layer, or raise max_bytes"
         )
-    x_run = x if distinct is None else x[:, torch.as_tensor(distinct[0], device=x.device)]
+    x_run = x if distinct is None else distinct.take(x)
     raw = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, None, progress)
-    inverse = None if distinct is None else distinct[1]
+    inverse = None if distinct is None else distinct.inverse
     return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones, inverse)
 
 
@@ -364,18 +364,15 @@ def last_layer_spikes(
     estimate = _work_bytes(T, chunk, K, d_eff, widths) + len(steps) * n * n_cols
     distinct = repeated_samples(x)
     if distinct is not None:  # the distinct samples' copy and spikes, then the expansion
-        n_run = len(distinct[0])
-        estimate += n_run * (x[:, :1].numel() * x.element_size() + len(steps) * n_cols)
+        estimate += distinct.take_bytes(x) + len(distinct.first) * len(steps) * n_cols
     if estimate > limit:
         raise DictionaryTooLarge(
             f"the spikes need about {_fmt(estimate)} but the limit is {_fmt(limit)}"
         )
     if distinct is None:
         return _spikes(params, x, steps, beta, bias_channel, chunk, device, columns)
-    first, inverse = distinct
-    x_run = x[:, torch.as_tensor(first, device=x.device)]
-    out = _spikes(params, x_run, steps, beta, bias_channel, chunk, device, columns)
-    return _expand_rows(out, len(steps), inverse)
+    out = _spikes(params, distinct.take(x), steps, beta, bias_channel, chunk, device, columns)
+    return _expand_rows(out, len(steps), distinct.inverse)
 
 
 def _expand_rows(out: np.ndarray, S: int, inverse: np.ndarray) -> np.ndarray:

@@ -482,9 +482,8 @@ class ParallelLIFNet(nn.Module):
         distinct = repeated_samples(x)
         if distinct is None:
             return self._predict_chunks(x, steps, chunk)
-        first, inverse = distinct
-        out = self._predict_chunks(x[:, torch.as_tensor(first, device=x.device)], steps, chunk)
-        return out.index_select(1, torch.as_tensor(inverse, device=out.device))
+        out = self._predict_chunks(distinct.take(x), steps, chunk)
+        return out.index_select(1, torch.as_tensor(distinct.inverse, device=out.device))
 
     def _predict_chunks(
         self, x: Tensor, steps: Sequence[int] | Tensor | None, chunk: int
