@@ -234,3 +234,64 @@ def test_broadcast_shape_agrees_with_torch(shapes):
     except RuntimeError:
         want = None
     assert _broadcast_shape(*shapes) == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    T=st.integers(1, 9),
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    beta=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]),
+    layout=st.sampled_from(["time", "permuted"]),
+    use_v=st.booleans(),
+    sur=st.sampled_from([Sigmoid(5.0), Atan(), FastSigmoid()]),
+    seed=st.integers(0, 10_000),
+)
+def test_fused_recurrence_matches_the_step_by_step_graph(T, shape, beta, layout, use_v, sur, seed):
+    # the fused autograd node: identical forward values, and the gradients of the
+    # currents and thresholds of the graph of lif_step to rounding, for any loss on
+    # the spikes and the final state
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(T, *shape, generator=g, dtype=torch.float64) * 2
+    if layout == "permuted" and len(shape) >= 2:  # branch-major memory, as the network's
+        base = base.movedim(-2, 0).contiguous().movedim(0, -2)
+    theta = torch.rand(tuple(shape[1:]), generator=g, dtype=torch.float64) + 0.25
+    w = torch.randn(T, *shape, generator=g, dtype=torch.float64)
+    wv = torch.randn(*shape, generator=g, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        cur = base.clone().requires_grad_()
+        th = theta.clone().requires_grad_()
+        s, _, last = lif_run(cur, th, beta, sur, fused=fused)
+        assert (s.grad_fn is not None) and (type(s.grad_fn).__name__.startswith("_Fused") == fused)
+        loss = (s * w).sum() + (last.s * wv).sum() + ((last.v * wv).sum() if use_v else 0.0)
+        loss.backward()
+        results.append((s.detach(), last.v.detach(), last.s.detach(), cur.grad, th.grad))
+    (s1, v1, ls1, gc1, gt1), (s0, v0, ls0, gc0, gt0) = results
+    assert torch.equal(s1, s0) and torch.equal(v1, v0) and torch.equal(ls1, ls0)
+    torch.testing.assert_close(gc1, gc0, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gt1, gt0, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_recurrence_only_where_it_applies():
+    cur = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    theta = torch.ones(5, dtype=torch.float64)
+    fused = lambda s: type(s.grad_fn).__name__.startswith("_Fused")  # noqa: E731
+    assert fused(lif_run(cur, theta, 0.9, Sigmoid())[0])
+    # a given start state, an attached reset, the membrane trace, a trained beta,
+    # a promoting dtype: the graph of lif_step
+    start = init_state(cur[0].detach())
+    assert not fused(lif_run(cur, theta, 0.9, Sigmoid(), state=start)[0])
+    assert not fused(lif_run(cur, theta, 0.9, Sigmoid(), detach_reset=False)[0])
+    assert not fused(lif_run(cur, theta, 0.9, Sigmoid(), return_membrane=True)[0])
+    beta = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    s, _, _ = lif_run(cur, theta, beta, Sigmoid())
+    assert not fused(s)
+    s.sum().backward()
+    assert beta.grad is not None
+    assert not fused(lif_run(cur, theta.float(), 0.9, Sigmoid())[0])
+    # a saved tensor overwritten before backward is caught, not silently used
+    s, _, _ = lif_run(cur, theta, 0.9, Sigmoid())
+    with torch.no_grad():
+        s.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()

@@ -233,6 +233,7 @@ def lif_run(
     detach_reset: bool = True,
     out: Tensor | None = None,
     membrane_out: Tensor | None = None,
+    fused: bool = True,
 ) -> tuple[Tensor, Tensor | None, LIFState]:
     """Run :func:`lif_step` over a time-major sequence of currents.
 
@@ -257,6 +258,14 @@ def lif_run(
         cost as much as the recurrence itself at the dictionary's sizes).
     membrane_out : Tensor of shape (T, B, ...), optional
         The same for the membrane trace (with ``return_membrane``).
+    fused : bool
+        With gradients on, from the zero state, with ``detach_reset`` and
+        without ``return_membrane``: run the recurrence as one autograd node
+        (:class:`_FusedLIFRun`) instead of a graph of about ten nodes per step.
+        The forward values are those of the step-by-step graph bit for bit,
+        and so are the gradients of the currents; the threshold's gradient
+        is the same sum in another order (equal to rounding). ``False``
+        keeps the step-by-step graph.
 
     Returns
     -------
@@ -271,6 +280,7 @@ def lif_run(
         )
     if currents.shape[0] < 1:
         raise ValueError(f"currents must have T >= 1 time steps; got T = {currents.shape[0]}")
+    from_zero = state is None
     if state is None:
         state = init_state(currents[0])
     fast = not torch.is_grad_enabled() and _same_kind(currents, theta, beta, state)
@@ -301,6 +311,16 @@ def lif_run(
             buf = LIFState(mem[t] if mem is not None else v, spk[t])
             state = lif_step(current, state, theta, beta, surrogate, detach_reset, out=buf)
         return spk, mem, LIFState(state.v if mem is None else state.v.clone(), state.s.clone())
+    if (
+        fused
+        and from_zero
+        and detach_reset
+        and not return_membrane
+        and not (isinstance(beta, Tensor) and beta.requires_grad)
+        and _same_kind(currents, theta, beta, LIFState(currents[0], currents[0]))
+    ):
+        spk, v_last = _FusedLIFRun.apply(currents, theta, beta, surrogate)
+        return spk, None, LIFState(v_last, spk[-1])
     spikes = []
     membranes = [] if return_membrane else None
     # unbind, not currents[t]: the backward of T selects would allocate and zero-fill T
@@ -312,6 +332,71 @@ def lif_run(
             membranes.append(state.v)
     mem = torch.stack(membranes) if membranes is not None else None
     return torch.stack(spikes), mem, state
+
+
+class _FusedLIFRun(torch.autograd.Function):
+    """The whole recurrence from the zero state as one autograd node.
+
+    Forward: the in-place steps of :func:`lif_step` (the values of the pure
+    step bit for bit), keeping the membrane trace and the spikes. Backward,
+    with ``x_t = U_t - theta``, ``a_t = dL/dS_t * surrogate'(x_t)`` and the
+    reset detached (``S_{t-1}`` carries no gradient into ``U_t``)::
+
+        dL/dU_t   = a_t + beta dL/dU_{t+1}      (one reverse scan)
+        dL/dI_t   = dL/dU_t
+        dL/dtheta = -sum_t (a_t + S_{t-1} dL/dU_t)
+
+    The surrogate and the products are taken over the whole (T, B, ...)
+    block at once; only the scan walks the time axis, one multiply and one add
+    per step, rounded as the step-by-step graph rounds them (``beta`` times
+    the later gradient, then the sum), so the currents' gradients are
+    identical to that graph's.
+    """
+
+    @staticmethod
+    def forward(ctx, currents: Tensor, theta: Tensor, beta, surrogate):  # type: ignore[override]
+        spk = torch.empty_like(currents)
+        mem = torch.empty_like(currents)
+        _, _, last = lif_run(
+            currents, theta, beta, surrogate, return_membrane=True, out=spk, membrane_out=mem
+        )
+        ctx.save_for_backward(mem, spk, theta, beta if isinstance(beta, Tensor) else None)
+        ctx.beta = beta if not isinstance(beta, Tensor) else None
+        ctx.surrogate = surrogate
+        return spk, last.v
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor | None, grad_v_last: Tensor | None):  # type: ignore[override]
+        mem, spk, theta, beta_t = ctx.saved_tensors
+        beta = ctx.beta if beta_t is None else beta_t
+        want_theta = ctx.needs_input_grad[1]
+        grad_cur = torch.empty_like(mem)
+        T = mem.shape[0]
+        # step by step, newest first: every temporary is one (B, ...) step, reused from
+        # the allocator's cache, where whole-block (T, B, ...) temporaries would each be
+        # a fresh allocation touched for the first time
+        sum_a = sum_reset = None
+        for t in range(T - 1, -1, -1):
+            if grad_spikes is None:
+                adj = torch.zeros_like(mem[t])
+            else:
+                adj = grad_spikes[t] * ctx.surrogate.derivative(mem[t] - theta)  # a_t
+            if want_theta:
+                sum_a = adj.clone() if sum_a is None else sum_a.add_(adj)
+            if t == T - 1:
+                if grad_v_last is not None:
+                    adj = adj + grad_v_last
+            else:
+                adj = adj.add_(grad_cur[t + 1] * beta)  # a_t + beta dL/dU_{t+1}
+            grad_cur[t] = adj
+            if want_theta and t > 0:
+                r = adj * spk[t - 1]
+                sum_reset = r if sum_reset is None else sum_reset.add_(r)
+        grad_theta = None
+        if want_theta:
+            total = sum_a if sum_reset is None else sum_a.add_(sum_reset)
+            grad_theta = -total.sum_to_size(theta.shape)
+        return grad_cur, grad_theta, None, None
 
 
 def _same_kind(currents: Tensor, theta: Tensor, beta: float | Tensor, state: LIFState) -> bool:
