@@ -13,11 +13,17 @@ Examples
 --------
     python benchmarks/bench_sg_epoch.py
     python benchmarks/bench_sg_epoch.py --tasks xor --repeat 5 --branches 64
+    python benchmarks/bench_sg_epoch.py --tasks mnist56 --branches 64 --n 640
+
+cvxsnn is timed twice: with its fused recurrence (the default) and with the step-by-step
+graph of ``lif_step`` (``lif_run(..., fused=False)``); ``fused_gain`` is their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import sys
 import time
@@ -36,12 +42,17 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import format_table, time_call  # noqa: E402
 
+import cvxsnn.network  # noqa: E402
 from cvxsnn.network import NetConfig, ParallelLIFNet  # noqa: E402
 from cvxsnn.sg import SGConfig, head_weights_for, sg_loss  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-SETTINGS = {"xor": ("xor", 6, 3), "mnist": ("mnist-seq", 28, 3)}  # name -> (task, T, L)
+SETTINGS = {  # name -> (task, T, L)
+    "xor": ("xor", 6, 3),
+    "mnist": ("mnist-seq", 28, 3),
+    "mnist56": ("mnist-seq", 56, 3),  # Table 5b's longest sequences
+}
 
 
 class SnnTorchNet(nn.Module):
@@ -96,6 +107,22 @@ class SnnTorchNet(nn.Module):
         return [lif.threshold for layers in self.branches for _, lif in layers]
 
 
+@contextlib.contextmanager
+def _recurrence(fused: bool):
+    """cvxsnn's recurrence as one fused autograd node (the default) or, with
+    ``fused=False``, as the step-by-step graph of ``lif_step``: the same values, timed
+    side by side to show what the fused node saves."""
+    if fused:
+        yield
+        return
+    saved = cvxsnn.network.lif_run
+    cvxsnn.network.lif_run = functools.partial(saved, fused=False)
+    try:
+        yield
+    finally:
+        cvxsnn.network.lif_run = saved
+
+
 def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
     task_name, T, L = SETTINGS[name]
     kw = {"data_dir": str(DATA_DIR)} if task_name == "mnist-seq" else {}
@@ -122,7 +149,7 @@ def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
         net.reset_parameters(gain=sgc.init_gain, generator=torch.Generator().manual_seed(0))
         return net
 
-    def ours_epoch() -> float:
+    def ours_epoch(fused: bool = True) -> float:
         net = fresh()
         net.train()
         params = [p for p in net.parameters() if p.requires_grad]
@@ -131,7 +158,9 @@ def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
         total = 0.0
         for a in range(0, n, sgc.batch_size):
             idx = perm[a : a + sgc.batch_size]
-            loss = sg_loss(net(x_all[:, idx], steps), y_all[:, idx], cfg.out_layout, weights)
+            with _recurrence(fused):
+                out = net(x_all[:, idx], steps)
+            loss = sg_loss(out, y_all[:, idx], cfg.out_layout, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, sgc.grad_clip)
@@ -173,6 +202,7 @@ def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
         raise AssertionError(f"{name}: initial losses differ: {l_ours} vs {l_peer}")
 
     t_ours = time_call(ours_epoch, repeat=repeat)
+    t_graph = time_call(lambda: ours_epoch(fused=False), repeat=repeat)
     t_peer = time_call(peer_epoch, repeat=repeat)
     return {
         "setting": f"{name} n={n} T={T} L={L} K={K} m={m} B={sgc.batch_size}",
@@ -180,6 +210,8 @@ def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
         "cvxsnn_s": t_ours.median_s,
         "snntorch_s": t_peer.median_s,
         "ratio": t_peer.median_s / t_ours.median_s,
+        "cvxsnn_graph_s": t_graph.median_s,
+        "fused_gain": t_graph.median_s / t_ours.median_s,
         "cvxsnn_peak_MiB": t_ours.peak_mib,
         "snntorch_peak_MiB": t_peer.peak_mib,
         "loss_ours": t_ours.result,
@@ -206,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(run_setting(name, args.n, args.branches, args.width, args.repeat))
         print(f"{name}: done", flush=True)
     print()
-    cols = ["setting", "batches", "cvxsnn_s", "snntorch_s", "ratio", "cvxsnn_peak_MiB"]
+    cols = ["setting", "batches", "cvxsnn_s", "snntorch_s", "ratio", "cvxsnn_graph_s"]
+    cols += ["fused_gain", "cvxsnn_peak_MiB"]
     cols += ["snntorch_peak_MiB", "loss_ours", "loss_snntorch", "init_loss_equal"]
     print(format_table(rows, cols))
     print(f"load average at end {os.getloadavg()}")
