@@ -262,10 +262,12 @@ def lif_run(
         With gradients on, from the zero state, with ``detach_reset`` and
         without ``return_membrane``: run the recurrence as one autograd node
         (:class:`_FusedLIFRun`) instead of a graph of about ten nodes per step.
-        The forward values are those of the step-by-step graph bit for bit,
-        and so are the gradients of the currents; the threshold's gradient
-        is the same sum in another order (equal to rounding). ``False``
-        keeps the step-by-step graph.
+        The forward values are those of the step-by-step graph bit for bit;
+        the currents' gradients are rounded as the graph rounds them (bit for
+        bit in the SG networks checked; a step whose size is not a multiple of
+        the vector width can differ in the last bit of the surrogate), and
+        the threshold's gradient is the same sum in another order (equal to
+        rounding). ``False`` keeps the step-by-step graph.
 
     Returns
     -------
@@ -346,11 +348,11 @@ class _FusedLIFRun(torch.autograd.Function):
         dL/dI_t   = dL/dU_t
         dL/dtheta = -sum_t (a_t + S_{t-1} dL/dU_t)
 
-    The surrogate and the products are taken over the whole (T, B, ...)
-    block at once; only the scan walks the time axis, one multiply and one add
-    per step, rounded as the step-by-step graph rounds them (``beta`` times
-    the later gradient, then the sum), so the currents' gradients are
-    identical to that graph's.
+    The backward walks the time axis newest first, every temporary one
+    (B, ...) step (whole-block temporaries measured slower: each is a fresh
+    large allocation), and rounds as the step-by-step graph does (the
+    surrogate times the incoming gradient, ``beta`` times the later gradient,
+    then the sum).
     """
 
     @staticmethod
