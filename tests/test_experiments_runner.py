@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cvxsnn.cli import main
 from cvxsnn.experiments import comparable, load_experiment, read_results, report, reproduce
@@ -97,11 +98,11 @@ def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp
     real = runner_mod.run_cell
     calls = {"n": 0}
 
-    def flaky(config):
+    def flaky(config, *args):
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("injected failure")
-        return real(config)
+        return real(config, *args)
 
     monkeypatch.setattr(runner_mod, "run_cell", flaky)
     with pytest.raises(CellError, match="injected failure") as err:
@@ -112,6 +113,48 @@ def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp
     resumed = reproduce(cfg, results=out, progress=False)
     assert (resumed.n_already_done, resumed.n_run) == (3, 5)
     assert _records(out) == ref
+
+
+def test_cell_killed_in_sg_training_resumes_from_its_snapshot(reference, tmp_path, monkeypatch):
+    """A failure in the middle of an SG cell's grid leaves its snapshot; the rerun trains
+    only what was left of that cell and writes the uninterrupted run's records."""
+    import cvxsnn.sg as sg
+
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    snaps = tmp_path / "r.jsonl.snapshots"
+    real = sg.evaluate_sg
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the first SG cell: 2 of its 3 learning rates' validations
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sg, "evaluate_sg", failing)
+    with pytest.raises(CellError, match="killed"):
+        reproduce(cfg, results=out, progress=False, snapshot_every_s=0)
+    assert len(_records(out)) == 0
+    (cell_dir,) = snaps.iterdir()
+    state = torch.load(cell_dir / "sg.pt", weights_only=True)
+    assert len(state["finished"]) == 1  # the first learning rate (epoch 0 and 1) is kept
+
+    calls["n"] = -(10**9)  # no more failures; count the validation passes of the rerun
+    resumed = reproduce(cfg, results=out, progress=False, snapshot_every_s=0)
+    assert resumed.n_run == 8
+    assert _records(out) == ref
+    assert not snaps.exists()  # every cell's snapshots are deleted once it is saved
+    # SG cells: 4 of 3 learning rates x (epoch 0 + 1 epoch); the resumed one skips 2
+    assert calls["n"] + 10**9 == 4 * 6 - 2
+
+    # --no-snapshots keeps nothing
+    calls["n"] = 0
+    with pytest.raises(CellError, match="killed"):
+        reproduce(cfg, results=tmp_path / "n.jsonl", progress=False, snapshots=False)
+    assert not (tmp_path / "n.jsonl.snapshots").exists()
+    with pytest.raises(ValueError, match="snapshot_every_s"):
+        reproduce(cfg, results=tmp_path / "n.jsonl", progress=False, snapshot_every_s=-1)
 
 
 def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_path, monkeypatch):
@@ -125,9 +168,9 @@ def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_pa
     real = runner_mod.run_cell
     ran: list[int] = []
 
-    def counting(config):
+    def counting(config, *args):
         ran.append(config["depth"])
-        return real(config)
+        return real(config, *args)
 
     monkeypatch.setattr(runner_mod, "run_cell", counting)
     out = tmp_path / "other.jsonl"

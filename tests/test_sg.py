@@ -11,6 +11,7 @@ import torch
 from cvxsnn.network import NetConfig, ParallelLIFNet
 from cvxsnn.sg import (
     SGConfig,
+    SGSnapshot,
     evaluate_sg,
     head_weights_for,
     load_checkpoint,
@@ -272,6 +273,232 @@ def test_init_architecture_must_match(task):
     other = ParallelLIFNet(net_config(K=2))
     with pytest.raises(ValueError, match="architecture must match"):
         train_sg(task, net_config(K=4), SGConfig(**FAST), init=other, progress=False)
+
+
+# --------------------------------------------------------------------------- #
+# Snapshots: an interrupted grid resumes with the uninterrupted result
+# --------------------------------------------------------------------------- #
+# Seed 1 of this grid stops two learning rates by patience and one by the epoch limit,
+# and selects the last; 31 validation passes in all (7 + 11 + 13).
+SNAP_CFG = SGConfig(epochs=12, batch_size=64, lrs=(1e-3, 3e-2, 1e-2), patience=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def small_task() -> TaskData:
+    return xor_task(T=6, n_train=256, n_val=128, n_test=128, seed=0)
+
+
+def snap_net_config() -> NetConfig:
+    return net_config(L=3, K=4, m=16)
+
+
+class Interrupt(BaseException):
+    """Stands for a kill: not an Exception, so nothing in train_sg can swallow it."""
+
+
+def interrupt_after(monkeypatch, calls: int) -> None:
+    """Make the ``calls``-th validation pass raise :class:`Interrupt`."""
+    import cvxsnn.sg as sg
+
+    real = sg.evaluate_sg
+    count = [0]
+
+    def evaluate(*args, **kwargs):
+        count[0] += 1
+        if count[0] == calls:
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sg, "evaluate_sg", evaluate)
+
+
+def assert_same_result(a, b) -> None:
+    sa, sb = a.net.state_dict(), b.net.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+    def untimed(h):
+        return dataclasses.replace(h, time_s=0.0)
+
+    assert [untimed(h) for h in a.histories] == [untimed(h) for h in b.histories]
+    assert (a.selected_lr, a.best_epoch, a.best_val_accuracy, a.best_val_loss, a.epochs_run) == (
+        b.selected_lr,
+        b.best_epoch,
+        b.best_val_accuracy,
+        b.best_val_loss,
+        b.epochs_run,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_task):
+    res = train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False)
+    # what the interruption points below are chosen for
+    assert [h.stop_reason for h in res.histories] == ["patience", "patience", "epochs"]
+    assert [h.epochs_run for h in res.histories] == [6, 10, 12]
+    return res
+
+
+@pytest.mark.parametrize(
+    "stops",
+    [
+        [1],  # before any epoch
+        [4],  # in the first learning rate
+        [7],  # right after the first learning rate's patience stop is decided
+        [8],  # at the second learning rate's epoch 0
+        [14, 3],  # twice: in the second rate, then again in the third
+        [30],  # the third rate's last epochs
+        [2, 2, 2, 2, 2, 2],  # after every epoch of the first rate
+    ],
+)
+def test_snapshot_resume_equals_uninterrupted(
+    tmp_path, monkeypatch, small_task, uninterrupted, stops
+):
+    path = tmp_path / "sg.pt"
+    for calls in stops:
+        with monkeypatch.context() as mp:
+            interrupt_after(mp, calls)
+            with pytest.raises(Interrupt):
+                train_sg(
+                    small_task,
+                    snap_net_config(),
+                    SNAP_CFG,
+                    progress=False,
+                    snapshot=SGSnapshot(path, every_s=0),
+                )
+    res = train_sg(
+        small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=SGSnapshot(path, 0)
+    )
+    assert_same_result(res, uninterrupted)
+
+
+def test_snapshot_written_mid_rate_is_resumed_from(tmp_path, monkeypatch, small_task):
+    # The resumed call trains only the epochs after the snapshot: the validation passes
+    # it makes are the uninterrupted run's minus those before the interruption.
+    import cvxsnn.sg as sg
+
+    path = tmp_path / "sg.pt"
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, 12)  # epoch 4 of the second rate: epochs 0-3 written
+        with pytest.raises(Interrupt):
+            train_sg(
+                small_task,
+                snap_net_config(),
+                SNAP_CFG,
+                progress=False,
+                snapshot=SGSnapshot(path, 0),
+            )
+    state = torch.load(path, weights_only=True)
+    assert state["current"]["lr_index"] == 1 and state["current"]["epoch"] == 3
+    assert len(state["finished"]) == 1
+
+    real = sg.evaluate_sg
+    calls = [0]
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sg, "evaluate_sg", counting)
+    train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=SGSnapshot(path, 0))
+    assert calls[0] == 31 - 11
+
+
+def test_finished_snapshot_returns_the_result_without_training(
+    tmp_path, monkeypatch, small_task, uninterrupted
+):
+    import cvxsnn.sg as sg
+
+    path = tmp_path / "sg.pt"
+    first = train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=path)
+    assert_same_result(first, uninterrupted)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished snapshot trains nothing")
+
+    monkeypatch.setattr(sg, "evaluate_sg", no_training)
+    again = train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=path)
+    assert_same_result(again, uninterrupted)
+
+
+def test_snapshot_interval_limits_writes(tmp_path, monkeypatch, small_task):
+    # every_s large: only the end of each learning rate is written (3 writes).
+    writes = []
+    real = SGSnapshot.write
+    monkeypatch.setattr(
+        SGSnapshot,
+        "write",
+        lambda self, state: (writes.append(state["current"]), real(self, state)),
+    )
+    train_sg(
+        small_task,
+        snap_net_config(),
+        SNAP_CFG,
+        progress=False,
+        snapshot=SGSnapshot(tmp_path / "a.pt", 1e9),
+    )
+    assert writes == [None, None, None]
+    writes.clear()
+    train_sg(
+        small_task,
+        snap_net_config(),
+        SNAP_CFG,
+        progress=False,
+        snapshot=SGSnapshot(tmp_path / "b.pt", 0),
+    )
+    # every epoch that does not end its rate, plus the 3 ends: 5 + 9 + 11 + 3
+    assert len(writes) == 28
+    assert sum(w is None for w in writes) == 3
+
+
+def test_snapshot_of_another_run_is_refused(tmp_path, small_task):
+    path = tmp_path / "sg.pt"
+    cfg = dataclasses.replace(SNAP_CFG, epochs=2, lrs=(1e-2,))
+    train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=path)
+    for other_cfg, other_task in (
+        (dataclasses.replace(cfg, seed=2), small_task),
+        (dataclasses.replace(cfg, lrs=(3e-3,)), small_task),
+        (cfg, xor_task(T=6, n_train=256, n_val=128, n_test=128, seed=5)),
+    ):
+        with pytest.raises(ValueError, match="written by another run"):
+            train_sg(other_task, snap_net_config(), other_cfg, progress=False, snapshot=path)
+    with pytest.raises(ValueError, match="written by another run"):
+        train_sg(small_task, net_config(L=3, K=2, m=16), cfg, progress=False, snapshot=path)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a snapshot")
+    with pytest.raises(ValueError, match="cannot be read"):
+        train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "something else"}, other)
+    with pytest.raises(ValueError, match="not an SG snapshot"):
+        train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=other)
+    with pytest.raises(TypeError, match="snapshot must be"):
+        train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=3)
+    with pytest.raises(ValueError, match="every_s"):
+        SGSnapshot(path, every_s=-1)
+
+
+def test_sg_sg_continuation_resumes(tmp_path, monkeypatch, small_task, uninterrupted):
+    # The continuation (init given) has its own fingerprint and resumes like a fresh grid.
+    cfg = dataclasses.replace(SNAP_CFG, epochs=6)
+    kw = dict(init=uninterrupted.net, progress=False, prior_epochs=uninterrupted.total_epochs)
+    plain = train_sg(small_task, None, cfg, **kw)
+    path = tmp_path / "cont.pt"
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, 10)
+        with pytest.raises(Interrupt):
+            train_sg(small_task, None, cfg, snapshot=SGSnapshot(path, 0), **kw)
+    assert_same_result(train_sg(small_task, None, cfg, snapshot=SGSnapshot(path, 0), **kw), plain)
+    # the same continuation from another starting network is another run
+    with pytest.raises(ValueError, match="written by another run"):
+        train_sg(
+            small_task,
+            None,
+            cfg,
+            snapshot=path,
+            **{**kw, "init": ParallelLIFNet(snap_net_config())},
+        )
 
 
 # --------------------------------------------------------------------------- #

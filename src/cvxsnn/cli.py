@@ -51,6 +51,20 @@ def _positive_float(name: str):
     return _number(name, float, 0, strict=True)
 
 
+def _nonneg_float(name: str):
+    return _number(name, float, 0, strict=False)
+
+
+def _add_snapshot_options(p: argparse.ArgumentParser, every_help: str) -> None:
+    p.add_argument(
+        "--snapshot-every",
+        type=_nonneg_float("--snapshot-every"),
+        default=120.0,
+        metavar="SECONDS",
+        help=every_help,
+    )
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from cvxsnn.pipeline import (
         CG_PRICERS,
@@ -189,7 +203,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cvxsnn.pipeline import train
     from cvxsnn.records import write_json
 
-    result = train(_config_from_args(args), progress=not args.quiet, save_model=args.save_model)
+    result = train(
+        _config_from_args(args),
+        progress=not args.quiet,
+        save_model=args.save_model,
+        snapshot_dir=args.snapshot_dir,
+        snapshot_every_s=args.snapshot_every,
+    )
     if args.output:
         write_json(result.record, args.output)
     json.dump(result.record, sys.stdout, indent=2, sort_keys=True, default=str)
@@ -258,6 +278,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         reuse=args.reuse,
         methods=args.methods,
+        snapshots=not args.no_snapshots,
+        snapshot_dir=args.snapshot_dir,
+        snapshot_every_s=args.snapshot_every,
     )
     json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -283,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("train", help="train one network (sg, sg-sg, cvx, sg-cvx); prints a record")
     _add_train_options(p)
+    p.add_argument(
+        "--snapshot-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the state of SG training here; a killed run started again with the same "
+        "DIR resumes it (sg, sg-sg, sg-cvx)",
+    )
+    _add_snapshot_options(p, "write that state at most this often (default: %(default)s)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("plot", help="draw a spike raster, firing rates or a rho path (PNG)")
@@ -351,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M1,M2",
         help="run only these methods' cells (comma list, e.g. cvx); a later run without "
         "it resumes the rest in the same results file",
+    )
+    p.add_argument(
+        "--snapshot-dir",
+        default=None,
+        metavar="DIR",
+        help="where SG cells keep their training state, so a killed sweep resumes a cell "
+        "mid-training (default: RESULTS.snapshots; deleted per cell once it is saved)",
+    )
+    _add_snapshot_options(p, "write an SG cell's state at most this often (default: %(default)s)")
+    p.add_argument(
+        "--no-snapshots", action="store_true", help="keep no SG training state between runs"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_reproduce)

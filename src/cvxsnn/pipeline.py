@@ -590,10 +590,23 @@ def _net_config(task: TaskData, config: TrainConfig, out_layout: tuple[int, ...]
 
 
 def _sg_network(
-    task: TaskData, config: TrainConfig, timer: StageTimer, progress: bool, continue_training: bool
+    task: TaskData,
+    config: TrainConfig,
+    timer: StageTimer,
+    progress: bool,
+    continue_training: bool,
+    snapshots: tuple[str | Path, float] | None = None,
 ) -> tuple[ParallelLIFNet, dict[str, Any]]:
-    """Train SG (or load a checkpoint); for SG-SG continue it for as many more epochs."""
-    from cvxsnn.sg import load_checkpoint, train_sg
+    """Train SG (or load a checkpoint); for SG-SG continue it for as many more epochs.
+
+    ``snapshots`` is (folder, seconds): each SG training keeps its state in a file of
+    that folder (``sg.pt``, ``sg_continue.pt``), written at most every so many seconds,
+    and resumes from it (:class:`cvxsnn.sg.SGSnapshot`).
+    """
+    from cvxsnn.sg import SGSnapshot, load_checkpoint, train_sg
+
+    def snapshot(name: str) -> SGSnapshot | None:
+        return None if snapshots is None else SGSnapshot(Path(snapshots[0]) / name, snapshots[1])
 
     sgc = _sg_config(config)
     info: dict[str, Any] = {"protocol": sgc.to_dict()}
@@ -604,7 +617,7 @@ def _sg_network(
             info["sg_checkpoint"] = str(config.sg_checkpoint)
         else:
             cfg = _net_config(task, config, task.train.head_classes)
-            res = train_sg(task, cfg, sgc, progress=progress)
+            res = train_sg(task, cfg, sgc, progress=progress, snapshot=snapshot("sg.pt"))
             net, prior = res.net, res.total_epochs
             info.update(
                 sg_selected_lr=res.selected_lr,
@@ -614,7 +627,15 @@ def _sg_network(
     if continue_training:
         with timer("sg_continue"):
             more = dataclasses.replace(sgc, epochs=max(prior, 1))
-            res2 = train_sg(task, None, more, init=net, progress=progress, prior_epochs=prior)
+            res2 = train_sg(
+                task,
+                None,
+                more,
+                init=net,
+                progress=progress,
+                prior_epochs=prior,
+                snapshot=snapshot("sg_continue.pt"),
+            )
             net = res2.net
             info.update(
                 sgsg_selected_lr=res2.selected_lr,
@@ -625,7 +646,13 @@ def _sg_network(
     return net, info
 
 
-def train(config: TrainConfig, progress: bool = True, save_model: str | None = None) -> RunResult:
+def train(
+    config: TrainConfig,
+    progress: bool = True,
+    save_model: str | None = None,
+    snapshot_dir: str | Path | None = None,
+    snapshot_every_s: float = 120.0,
+) -> RunResult:
     """Run one method on one task and return the result record (SPEC section 6).
 
     Parameters
@@ -635,11 +662,22 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
         Progress and logs on stderr.
     save_model : str, optional
         Write the trained network (state_dict + JSON config) here.
+    snapshot_dir : str or Path, optional
+        Keep the state of SG training (methods ``sg``, ``sg-sg``, ``sg-cvx``,
+        ``sg-cvx-cg``) in this folder, written at most every ``snapshot_every_s``
+        seconds and at the end of each learning rate; a run killed during SG
+        training and started again with the same folder resumes there, with the
+        same record (timings aside). The folder is not deleted: once SG training
+        has finished, its snapshot holds the trained network and a rerun skips
+        the training. It is not part of the run's identity.
+    snapshot_every_s : float
+        See ``snapshot_dir``.
     """
     from cvxsnn.evaluate import evaluate
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    snapshots = None if snapshot_dir is None else (snapshot_dir, snapshot_every_s)
     timer = StageTimer()
     t0 = time.perf_counter()
     with timer("task"):
@@ -665,7 +703,7 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
     }
     convex = None
     if config.method in ("sg", "sg-sg"):
-        net, info = _sg_network(task, config, timer, progress, config.method == "sg-sg")
+        net, info = _sg_network(task, config, timer, progress, config.method == "sg-sg", snapshots)
         record["sg"] = info
         record.update(loss="cross_entropy", penalty=None, rho=None)
     else:
@@ -687,7 +725,9 @@ def train(config: TrainConfig, progress: bool = True, save_model: str | None = N
                     x=task.train.x.to(torch.float64),
                 )
         else:
-            sg_net, info = _sg_network(task, config, timer, progress, continue_training=False)
+            sg_net, info = _sg_network(
+                task, config, timer, progress, continue_training=False, snapshots=snapshots
+            )
             record["sg"] = info
             with timer("witnesses"):
                 params = witnesses_from_network(sg_net.to(torch.float64))

@@ -30,9 +30,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
+import json
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -51,6 +56,7 @@ __all__ = [
     "SGConfig",
     "SGMetrics",
     "SGResult",
+    "SGSnapshot",
     "evaluate_sg",
     "head_weights_for",
     "load_checkpoint",
@@ -63,6 +69,8 @@ SurrogateName = Literal["sigmoid", "atan", "fast_sigmoid"]
 DtypeName = Literal["float32", "float64"]
 CHECKPOINT_KIND = "cvxsnn-sg-checkpoint"
 CHECKPOINT_VERSION = 1
+SNAPSHOT_KIND = "cvxsnn-sg-snapshot"
+SNAPSHOT_VERSION = 1
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -315,11 +323,12 @@ class LRHistory:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRHistory:
-        records = tuple(
-            EpochRecord(**{**r, "val_head_accuracy": tuple(r["val_head_accuracy"])})
-            for r in data["records"]
-        )
+        records = tuple(_epoch_record(r) for r in data["records"])
         return cls(**{**data, "records": records})
+
+
+def _epoch_record(data: dict[str, Any]) -> EpochRecord:
+    return EpochRecord(**{**data, "val_head_accuracy": tuple(data["val_head_accuracy"])})
 
 
 @dataclass(frozen=True)
@@ -590,7 +599,17 @@ def _train_one_lr(
     weights: tuple[float, ...],
     progress: bool,
     desc: str,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
 ) -> tuple[ParallelLIFNet, LRHistory]:
+    """Train one learning rate of the grid from ``start_net``.
+
+    ``resume`` is the state an earlier call handed to ``on_epoch`` (network,
+    Adam, batch-order generator, epoch records, kept state, elapsed time):
+    training continues after its epoch exactly as if it had never stopped.
+    ``on_epoch`` is called after every epoch that does not end the run, with
+    a function returning that state.
+    """
     t0 = time.perf_counter()
     net = copy.deepcopy(start_net)
     net.train()
@@ -603,14 +622,37 @@ def _train_one_lr(
     opt = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
     order_gen = torch.Generator(device="cpu").manual_seed(config.seed + 1)
 
-    m0 = evaluate_sg(net, val, weights, config.eval_batch_size)
-    records = [EpochRecord(0, None, m0.loss, m0.accuracy, m0.head_accuracy)]
-    best = (m0.accuracy, m0.loss, 0)
-    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if resume is None:
+        m0 = evaluate_sg(net, val, weights, config.eval_batch_size)
+        records = [EpochRecord(0, None, m0.loss, m0.accuracy, m0.head_accuracy)]
+        best = (m0.accuracy, m0.loss, 0)
+        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    else:
+        net.load_state_dict(resume["net"])
+        opt.load_state_dict(resume["opt"])
+        order_gen.set_state(resume["order_gen"].cpu())
+        records = [_epoch_record(r) for r in resume["records"]]
+        acc, loss_, ep = resume["best"]
+        best = (float(acc), float(loss_), int(ep))
+        best_state = resume["best_state"]
+        t0 -= float(resume["elapsed_s"])
+
+    def state() -> dict[str, Any]:
+        return {
+            "net": net.state_dict(),
+            "opt": opt.state_dict(),
+            "order_gen": order_gen.get_state(),
+            "records": [dataclasses.asdict(r) for r in records],
+            "best": list(best),
+            "best_state": best_state,
+            "epoch": records[-1].epoch,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+
     stop_reason = "epochs"
-    bar = _progress_bar(config.epochs, desc, progress)
+    bar = _progress_bar(config.epochs, desc, progress, initial=records[-1].epoch)
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(records[-1].epoch + 1, config.epochs + 1):
             perm = torch.randperm(n, generator=order_gen).to(net.device)
             total, count, finite = 0.0, 0, True
             for start in range(0, n, config.batch_size):
@@ -649,6 +691,8 @@ def _train_one_lr(
             if config.max_time_s is not None and time.perf_counter() - t0 >= config.max_time_s:
                 stop_reason = "time"
                 break
+            if on_epoch is not None and epoch < config.epochs:
+                on_epoch(state)
     finally:
         bar.close()
     net.load_state_dict(best_state)
@@ -666,10 +710,117 @@ def _train_one_lr(
     return net, history
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+    )
+
+
+class SGSnapshot:
+    """A file holding the training state of one :func:`train_sg` call, so that an
+    interrupted call resumes where it stopped.
+
+    SG cells of the larger settings run for hours (MNIST-SEQ at T = 56: about
+    seven hours on one core); a kill, a preempted cluster job or the end of a
+    session would otherwise lose all of it. :func:`train_sg` given a snapshot
+    writes the state of the grid to it: every finished learning rate (its
+    history, and the kept state of the best so far), and for the learning rate
+    in progress the network, Adam's moments, the batch-order generator, the
+    epoch records and the kept state. A later call with the same arguments
+    reads it and continues after the last written epoch; the result is
+    identical, bit for bit, to that of an uninterrupted call on the same
+    device and thread count (timings aside). A snapshot written by another
+    run (other data, config, architecture, initial network or device) is
+    refused, never mixed in.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (its folder is created). Written atomically: a temporary file
+        in the same folder, fsynced, then renamed over the old one.
+    every_s : float
+        Write the state of a learning rate in progress at the end of an epoch
+        at most this often (seconds); the end of each learning rate is always
+        written. 0 writes after every epoch.
+    """
+
+    def __init__(self, path: str | Path, every_s: float = 120.0) -> None:
+        if not (isinstance(every_s, (int, float)) and every_s >= 0 and math.isfinite(every_s)):
+            raise ValueError(f"every_s must be a finite number >= 0; got {every_s!r}")
+        self.path = Path(path)
+        self.every_s = float(every_s)
+        self._last = time.perf_counter()
+
+    def read(self, fingerprint: str, device: torch.device) -> dict[str, Any] | None:
+        """The state written for the run ``fingerprint``, or None when there is no file."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"SG snapshot {self.path} cannot be read ({type(err).__name__}: {err}); "
+                "delete it to train from the start"
+            ) from err
+        if not isinstance(state, dict) or state.get("kind") != SNAPSHOT_KIND:
+            raise ValueError(f"{self.path} is not an SG snapshot; pass another snapshot path")
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"SG snapshot {self.path} has version {state.get('version')}; this cvxsnn reads "
+                f"version {SNAPSHOT_VERSION}: delete it to train from the start"
+            )
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"SG snapshot {self.path} was written by another run (fingerprint "
+                f"{state.get('fingerprint')}, this run {fingerprint}: other data, settings, "
+                "initial network or device); delete it or pass another snapshot path"
+            )
+        return state
+
+    def write(self, state: dict[str, Any]) -> None:
+        """Replace the file by ``state`` atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._last = time.perf_counter()
+
+    def due(self) -> bool:
+        """Whether ``every_s`` has passed since the last write."""
+        return time.perf_counter() - self._last >= self.every_s
+
+
+def _run_fingerprint(
+    config: SGConfig,
+    start_net: ParallelLIFNet,
+    train: SequenceDataset,
+    val: SequenceDataset,
+    prior_epochs: int,
+) -> str:
+    """Hash of everything that determines a :func:`train_sg` call's result."""
+    h = hashlib.sha256()
+    meta = {
+        "sg_config": config.to_dict(),
+        "net_config": start_net.config.to_dict(),
+        "prior_epochs": prior_epochs,
+        "steps": [list(train.steps), list(val.steps)],
+    }
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    state = start_net.state_dict()
+    for t in (*(state[k] for k in sorted(state)), train.x, train.targets, val.x, val.targets):
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def train_sg(
@@ -679,6 +830,7 @@ def train_sg(
     init: ParallelLIFNet | None = None,
     progress: bool = True,
     prior_epochs: int = 0,
+    snapshot: str | Path | SGSnapshot | None = None,
 ) -> SGResult:
     """Train the K-parallel LIF network by surrogate gradients (SG), or continue one (SG-SG).
 
@@ -703,6 +855,13 @@ def train_sg(
         Show a tqdm progress bar on stderr.
     prior_epochs : int
         Epochs already behind ``init`` (recorded in the result).
+    snapshot : str, Path or SGSnapshot, optional
+        Keep the training state in this file (:class:`SGSnapshot`; a path
+        writes every 120 s and at the end of each learning rate). When the
+        file exists, training resumes from it, with a result identical to an
+        uninterrupted call's; once the grid is finished the file holds the
+        whole result, and a further call returns it without training. The
+        caller deletes the file when it no longer needs it.
 
     Returns
     -------
@@ -738,8 +897,14 @@ def train_sg(
         )
     if isinstance(prior_epochs, bool) or not isinstance(prior_epochs, int) or prior_epochs < 0:
         raise ValueError(f"prior_epochs must be an int >= 0; got {prior_epochs!r}")
+    if snapshot is not None and not isinstance(snapshot, (str, Path, SGSnapshot)):
+        raise TypeError(
+            f"snapshot must be a path, an SGSnapshot or None; got {type(snapshot).__name__}"
+        )
     _check_compatible(task, net_config)
     weights = head_weights_for(task.train, config)
+
+    snap = SGSnapshot(snapshot) if isinstance(snapshot, (str, Path)) else snapshot
 
     t0 = time.perf_counter()
     start_net = _initial_net(net_config, config, init)
@@ -747,14 +912,70 @@ def train_sg(
     train = task.train.to(device=device, dtype=dtype)
     val = task.val.to(device=device, dtype=dtype)
 
-    best_net, best_hist = None, None
-    histories = []
+    saved: dict[str, Any] | None = None
+    fingerprint = ""
+    if snap is not None:
+        fingerprint = _run_fingerprint(config, start_net, train, val, prior_epochs)
+        saved = snap.read(fingerprint, device)
+        if saved is not None:
+            t0 -= float(saved["elapsed_s"])
+            if progress:
+                cur = saved["current"]
+                where = (
+                    f"learning rate {cur['lr_index'] + 1}/{len(config.lrs)}, epoch {cur['epoch']}"
+                    if cur is not None
+                    else f"{len(saved['finished'])}/{len(config.lrs)} learning rates finished"
+                )
+                print(
+                    f"[cvxsnn] SG resumes from snapshot {snap.path} ({where})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finished = [LRHistory.from_dict(h) for h in saved["finished"]] if saved else []
+
+    best_net, best_hist, best_index = None, None, None
+    histories: list[LRHistory] = []
+
+    def grid_state(current: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "kind": SNAPSHOT_KIND,
+            "version": SNAPSHOT_VERSION,
+            "fingerprint": fingerprint,
+            "finished": [h.to_dict() for h in histories],
+            "best_index": best_index,
+            "best_net": best_net.state_dict() if best_net is not None else None,
+            "current": current,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+
+    def write_progress(i: int, lr_state: Callable[[], dict[str, Any]]) -> None:
+        assert snap is not None
+        if snap.due():
+            snap.write(grid_state({"lr_index": i, **lr_state()}))
+
     for i, lr in enumerate(config.lrs):
-        desc = f"SG lr={lr:g} ({i + 1}/{len(config.lrs)})"
-        net, hist = _train_one_lr(start_net, train, val, lr, config, weights, progress, desc)
+        if i < len(finished):  # finished before the snapshot was written
+            hist = finished[i]
+            if saved is not None and i == saved["best_index"]:
+                net = copy.deepcopy(start_net)
+                net.load_state_dict(saved["best_net"])
+                net.eval()
+            else:
+                net = None
+        else:
+            desc = f"SG lr={lr:g} ({i + 1}/{len(config.lrs)})"
+            resume = None
+            if saved is not None and saved["current"] is not None:
+                resume = saved["current"] if saved["current"]["lr_index"] == i else None
+            on_epoch = functools.partial(write_progress, i) if snap is not None else None
+            net, hist = _train_one_lr(
+                start_net, train, val, lr, config, weights, progress, desc, resume, on_epoch
+            )
         histories.append(hist)
         if best_hist is None or _lr_key(hist) < _lr_key(best_hist):
-            best_net, best_hist = net, hist
+            best_net, best_hist, best_index = net, hist, i
+        if snap is not None and i >= len(finished):
+            snap.write(grid_state(None))
     assert best_net is not None and best_hist is not None
     return SGResult(
         net=best_net,

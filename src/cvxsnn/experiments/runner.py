@@ -25,8 +25,10 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
+import shutil
 import socket
 import sys
 import time
@@ -335,13 +337,21 @@ def _lock(fh: IO[str], path: Path) -> None:
 # --------------------------------------------------------------------------- #
 # Running cells
 # --------------------------------------------------------------------------- #
-def run_cell(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_cell(
+    config: dict[str, Any],
+    snapshot_dir: str | None = None,
+    snapshot_every_s: float = 120.0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train one cell (in whatever process or worker calls it).
 
     Parameters
     ----------
     config : dict
         ``TrainConfig.to_dict()`` of the cell.
+    snapshot_dir, snapshot_every_s
+        Where SG training keeps its state, and how often it writes it
+        (:func:`cvxsnn.pipeline.train`): a cell killed during SG training
+        resumes there.
 
     Returns
     -------
@@ -353,7 +363,12 @@ def run_cell(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     from cvxsnn.pipeline import train
 
     t0 = time.perf_counter()
-    record = train(TrainConfig(**config), progress=False).record
+    record = train(
+        TrainConfig(**config),
+        progress=False,
+        snapshot_dir=snapshot_dir,
+        snapshot_every_s=snapshot_every_s,
+    ).record
     host = {
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
@@ -384,20 +399,41 @@ class _Stop:
         self.set = False
 
 
-def _iter_local(cells: list[Cell], workers: int, stop: _Stop) -> Iterator[tuple[Cell, Any]]:
+@dataclass(frozen=True)
+class _Snapshots:
+    """Where cells keep their SG training state: ``root/<cell_id>/``; None: nowhere."""
+
+    root: Path | None
+    every_s: float = 120.0
+
+    def args(self, cell: Cell) -> tuple[str | None, float]:
+        """The ``snapshot_dir`` and ``snapshot_every_s`` arguments of :func:`run_cell`."""
+        return (None if self.root is None else str(self.root / cell.cell_id)), self.every_s
+
+    def discard(self, cell: Cell) -> None:
+        """Delete a cell's snapshots once its record is stored."""
+        if self.root is not None:
+            shutil.rmtree(self.root / cell.cell_id, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # only when no other cell's snapshots remain
+
+
+def _iter_local(
+    cells: list[Cell], workers: int, stop: _Stop, snaps: _Snapshots
+) -> Iterator[tuple[Cell, Any]]:
     """Yield (cell, outcome) as cells finish; an outcome is (record, host) or an exception."""
     if workers == 1:
         for cell in cells:
             if stop.set:
                 return
             try:
-                yield cell, run_cell(cell.config.to_dict())
+                yield cell, run_cell(cell.config.to_dict(), *snaps.args(cell))
             except Exception as err:
                 yield cell, err
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, c.config.to_dict()): c for c in cells}
+        futures = {pool.submit(run_cell, c.config.to_dict(), *snaps.args(c)): c for c in cells}
         try:
             for fut in cf.as_completed(futures):
                 if fut.cancelled():
@@ -413,7 +449,12 @@ def _iter_local(cells: list[Cell], workers: int, stop: _Stop) -> Iterator[tuple[
 
 
 def _iter_dask(
-    cells: list[Cell], workers: int, scheduler: str | None, processes: bool, stop: _Stop
+    cells: list[Cell],
+    workers: int,
+    scheduler: str | None,
+    processes: bool,
+    stop: _Stop,
+    snaps: _Snapshots,
 ) -> Iterator[tuple[Cell, Any]]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -436,7 +477,7 @@ def _iter_dask(
             client = stack.enter_context(Client(cluster))
         futures = {}
         for c in cells:
-            fut = client.submit(run_cell, c.config.to_dict(), pure=False)
+            fut = client.submit(run_cell, c.config.to_dict(), *snaps.args(c), pure=False)
             futures[fut] = c
         try:
             for fut in as_completed(list(futures)):
@@ -464,6 +505,9 @@ def reproduce(
     dask_processes: bool = True,
     reuse: Sequence[str | Path] = (),
     methods: Sequence[str] | None = None,
+    snapshots: bool = True,
+    snapshot_dir: str | Path | None = None,
+    snapshot_every_s: float = 120.0,
 ) -> ReproduceSummary:
     """Run every cell of an experiment not yet in its results file.
 
@@ -498,6 +542,18 @@ def reproduce(
         convex half of a table whose SG cells take days. The results file is the
         experiment's own (same config hash): a later run without ``methods`` finds
         these cells done and runs the rest.
+    snapshots : bool
+        Let each cell keep the state of its SG training in ``snapshot_dir/<cell_id>/``
+        (written at most every ``snapshot_every_s`` seconds and at the end of each
+        learning rate; :class:`cvxsnn.sg.SGSnapshot`), so that a sweep killed in the
+        middle of an hours-long SG cell resumes that cell where it stopped, with the
+        record an uninterrupted run gives (timings aside). A cell's snapshots are
+        deleted once its record is in the results file.
+    snapshot_dir : str or Path, optional
+        ``<results>.snapshots`` next to the results file by default. With a remote
+        Dask scheduler it must be a folder every worker can reach.
+    snapshot_every_s : float
+        See ``snapshots``.
 
     Returns
     -------
@@ -529,6 +585,20 @@ def reproduce(
             )
         cells = [c for c in cells if c.method in methods]
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
+    if not (
+        isinstance(snapshot_every_s, (int, float))
+        and math.isfinite(snapshot_every_s)
+        and snapshot_every_s >= 0
+    ):
+        raise ValueError(f"snapshot_every_s must be a finite number >= 0; got {snapshot_every_s!r}")
+    snap_root = None
+    if snapshots:
+        snap_root = (
+            Path(snapshot_dir)
+            if snapshot_dir is not None
+            else path.with_name(path.name + ".snapshots")
+        ).absolute()
+    snaps = _Snapshots(snap_root, float(snapshot_every_s))
     t0 = time.perf_counter()
     with ResultsFile(path, exp, preset) as store:
         todo = [c for c in cells if c.cell_id not in store.entries]
@@ -551,9 +621,9 @@ def reproduce(
 
             stop = _Stop()
             if executor == "local":
-                stream = _iter_local(todo, int(workers), stop)
+                stream = _iter_local(todo, int(workers), stop, snaps)
             else:
-                stream = _iter_dask(todo, int(workers), scheduler, dask_processes, stop)
+                stream = _iter_dask(todo, int(workers), scheduler, dask_processes, stop, snaps)
             bar = tqdm(
                 total=len(cells),
                 initial=done_before + n_reused,
@@ -571,6 +641,7 @@ def reproduce(
                         continue
                     record, host = outcome
                     store.add(cell, record, host)
+                    snaps.discard(cell)
                     n_run += 1
                     bar.set_postfix_str(
                         f"{cell.label} {cell.method} seed {cell.seed}", refresh=False
