@@ -208,6 +208,30 @@ def test_a_methods_subset_runs_first_and_the_rest_resumes(reference, tmp_path, c
     assert json.loads(capsys.readouterr().out)["n_already_done"] == 4
 
 
+def test_a_table_split_by_settings_and_gathered_equals_an_uninterrupted_run(
+    reference, tmp_path, capsys
+):
+    """Two machines each run one setting (its own results file); --reuse gathers them."""
+    cfg, ref = reference
+    a, b, whole = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "whole.jsonl"
+    part = reproduce(cfg, results=a, progress=False, settings=["L=2"])
+    assert (part.n_cells, part.n_run) == (4, 4)
+    assert main(["reproduce", str(cfg), "--results", str(b), "--settings", "L=3", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_run"] == 4
+    _, entries, _ = read_results(b)
+    assert {e["label"] for e in entries} == {"L=3"}
+    both = reproduce(cfg, results=whole, progress=False, reuse=[a, b])
+    assert (both.n_reused, both.n_run) == (8, 0)
+    assert _records(whole) == ref
+    one = reproduce(
+        cfg, results=tmp_path / "c.jsonl", progress=False, settings=["L=3"], methods=["sg"]
+    )
+    assert one.n_cells == 2
+    for bad in (["L=9"], []):
+        with pytest.raises(ValueError, match=r"settings must be a non-empty subset of .*L=2"):
+            reproduce(cfg, results=tmp_path / "d.jsonl", progress=False, settings=bad)
+
+
 def test_truncated_last_line_is_dropped_on_resume(reference, tmp_path):
     cfg, ref = reference
     out = tmp_path / "r.jsonl"

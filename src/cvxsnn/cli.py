@@ -278,6 +278,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         reuse=args.reuse,
         methods=args.methods,
+        settings=args.settings,
         snapshots=not args.no_snapshots,
         snapshot_dir=args.snapshot_dir,
         snapshot_every_s=args.snapshot_every,
@@ -382,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M1,M2",
         help="run only these methods' cells (comma list, e.g. cvx); a later run without "
         "it resumes the rest in the same results file",
+    )
+    p.add_argument(
+        "--settings",
+        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        default=None,
+        metavar="LABEL1,LABEL2",
+        help="run only these grid settings' cells (comma list of labels, e.g. T=28); with "
+        "--methods, splits a table across machines (gather the files with --reuse)",
     )
     p.add_argument(
         "--snapshot-dir",

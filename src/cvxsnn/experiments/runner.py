@@ -505,6 +505,7 @@ def reproduce(
     dask_processes: bool = True,
     reuse: Sequence[str | Path] = (),
     methods: Sequence[str] | None = None,
+    settings: Sequence[str] | None = None,
     snapshots: bool = True,
     snapshot_dir: str | Path | None = None,
     snapshot_every_s: float = 120.0,
@@ -542,6 +543,10 @@ def reproduce(
         convex half of a table whose SG cells take days. The results file is the
         experiment's own (same config hash): a later run without ``methods`` finds
         these cells done and runs the rest.
+    settings : sequence of str, optional
+        Run only the cells of these grid settings (labels, e.g. ``["T=28"]``), in the
+        same way. With ``methods``, one table's cells can be split across machines,
+        each writing its own results file; ``reuse`` then gathers them into one.
     snapshots : bool
         Let each cell keep the state of its SG training in ``snapshot_dir/<cell_id>/``
         (written at most every ``snapshot_every_s`` seconds and at the end of each
@@ -584,6 +589,15 @@ def reproduce(
                 f"{list(exp.methods)}; got {list(methods)}"
             )
         cells = [c for c in cells if c.method in methods]
+    if settings is not None:
+        labels = [st.label for st in exp.settings(preset)]
+        unknown = [lb for lb in settings if lb not in labels]
+        if unknown or not settings:
+            raise ValueError(
+                f"settings must be a non-empty subset of {exp.name}'s settings {labels} "
+                f"under preset {preset!r}; got {list(settings)}"
+            )
+        cells = [c for c in cells if c.label in settings]
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
     if not (
         isinstance(snapshot_every_s, (int, float))
@@ -606,7 +620,11 @@ def reproduce(
         todo = [c for c in todo if c.cell_id not in store.entries]
         done_before = len(cells) - len(todo) - n_reused
         if progress:
-            only = "" if methods is None else f" (methods {', '.join(methods)})"
+            only = "".join(
+                f" ({name} {', '.join(chosen)})"
+                for name, chosen in (("methods", methods), ("settings", settings))
+                if chosen is not None
+            )
             print(
                 f"[cvxsnn] {exp.name} --preset {preset}{only}: {len(cells)} cells, "
                 f"{done_before} already "
