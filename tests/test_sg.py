@@ -589,3 +589,22 @@ def test_trains_on_cuda(task):
     res = train_sg(task, net_config(), cfg, progress=False)
     assert res.net.device.type == "cuda"
     assert res.best_val_accuracy >= 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_snapshot_resume_on_cuda(tmp_path, monkeypatch, small_task):
+    # Adam's moments and the network load back onto the GPU, the batch-order generator
+    # onto the CPU; the resumed grid equals an uninterrupted run on the same device
+    cfg = dataclasses.replace(SNAP_CFG, device="cuda")
+    plain = train_sg(small_task, snap_net_config(), cfg, progress=False)
+    path = tmp_path / "sg.pt"
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, 12)
+        with pytest.raises(Interrupt):
+            train_sg(
+                small_task, snap_net_config(), cfg, progress=False, snapshot=SGSnapshot(path, 0)
+            )
+    res = train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=SGSnapshot(path, 0))
+    assert res.net.device.type == "cuda"
+    assert_same_result(res, plain)
