@@ -312,6 +312,15 @@ def interrupt_after(monkeypatch, calls: int) -> None:
     monkeypatch.setattr(sg, "evaluate_sg", evaluate)
 
 
+def train_interrupted(monkeypatch, calls, *args, path, **kw) -> None:
+    """``train_sg(*args, **kw)`` snapshotting to ``path`` after every epoch, killed at its
+    ``calls``-th validation pass."""
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, calls)
+        with pytest.raises(Interrupt):
+            train_sg(*args, progress=False, snapshot=SGSnapshot(path, 0), **kw)
+
+
 def assert_same_result(a, b) -> None:
     sa, sb = a.net.state_dict(), b.net.state_dict()
     assert sa.keys() == sb.keys()
@@ -357,16 +366,7 @@ def test_snapshot_resume_equals_uninterrupted(
 ):
     path = tmp_path / "sg.pt"
     for calls in stops:
-        with monkeypatch.context() as mp:
-            interrupt_after(mp, calls)
-            with pytest.raises(Interrupt):
-                train_sg(
-                    small_task,
-                    snap_net_config(),
-                    SNAP_CFG,
-                    progress=False,
-                    snapshot=SGSnapshot(path, every_s=0),
-                )
+        train_interrupted(monkeypatch, calls, small_task, snap_net_config(), SNAP_CFG, path=path)
     res = train_sg(
         small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=SGSnapshot(path, 0)
     )
@@ -379,16 +379,8 @@ def test_snapshot_written_mid_rate_is_resumed_from(tmp_path, monkeypatch, small_
     import cvxsnn.sg as sg
 
     path = tmp_path / "sg.pt"
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, 12)  # epoch 4 of the second rate: epochs 0-3 written
-        with pytest.raises(Interrupt):
-            train_sg(
-                small_task,
-                snap_net_config(),
-                SNAP_CFG,
-                progress=False,
-                snapshot=SGSnapshot(path, 0),
-            )
+    # epoch 4 of the second rate
+    train_interrupted(monkeypatch, 12, small_task, snap_net_config(), SNAP_CFG, path=path)
     state = torch.load(path, weights_only=True)
     assert state["current"]["lr_index"] == 1 and state["current"]["epoch"] == 3
     assert len(state["finished"]) == 1
@@ -482,20 +474,19 @@ def test_snapshot_of_another_run_is_refused(tmp_path, small_task):
 def test_sg_sg_continuation_resumes(tmp_path, monkeypatch, small_task, uninterrupted):
     # The continuation (init given) has its own fingerprint and resumes like a fresh grid.
     cfg = dataclasses.replace(SNAP_CFG, epochs=6)
-    kw = dict(init=uninterrupted.net, progress=False, prior_epochs=uninterrupted.total_epochs)
-    plain = train_sg(small_task, None, cfg, **kw)
+    kw = dict(init=uninterrupted.net, prior_epochs=uninterrupted.total_epochs)
+    plain = train_sg(small_task, None, cfg, progress=False, **kw)
     path = tmp_path / "cont.pt"
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, 10)
-        with pytest.raises(Interrupt):
-            train_sg(small_task, None, cfg, snapshot=SGSnapshot(path, 0), **kw)
-    assert_same_result(train_sg(small_task, None, cfg, snapshot=SGSnapshot(path, 0), **kw), plain)
+    train_interrupted(monkeypatch, 10, small_task, None, cfg, path=path, **kw)
+    resumed = train_sg(small_task, None, cfg, progress=False, snapshot=SGSnapshot(path, 0), **kw)
+    assert_same_result(resumed, plain)
     # the same continuation from another starting network is another run
     with pytest.raises(ValueError, match="written by another run"):
         train_sg(
             small_task,
             None,
             cfg,
+            progress=False,
             snapshot=path,
             **{**kw, "init": ParallelLIFNet(snap_net_config())},
         )
@@ -599,12 +590,7 @@ def test_snapshot_resume_on_cuda(tmp_path, monkeypatch, small_task):
     cfg = dataclasses.replace(SNAP_CFG, device="cuda")
     plain = train_sg(small_task, snap_net_config(), cfg, progress=False)
     path = tmp_path / "sg.pt"
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, 12)
-        with pytest.raises(Interrupt):
-            train_sg(
-                small_task, snap_net_config(), cfg, progress=False, snapshot=SGSnapshot(path, 0)
-            )
+    train_interrupted(monkeypatch, 12, small_task, snap_net_config(), cfg, path=path)
     res = train_sg(small_task, snap_net_config(), cfg, progress=False, snapshot=SGSnapshot(path, 0))
     assert res.net.device.type == "cuda"
     assert_same_result(res, plain)

@@ -55,6 +55,10 @@ def _nonneg_float(name: str):
     return _number(name, float, 0, strict=False)
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _add_snapshot_options(p: argparse.ArgumentParser, every_help: str) -> None:
     p.add_argument(
         "--snapshot-every",
@@ -378,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--methods",
-        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        type=_comma_list,
         default=None,
         metavar="M1,M2",
         help="run only these methods' cells (comma list, e.g. cvx); a later run without "
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--settings",
-        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        type=_comma_list,
         default=None,
         metavar="LABEL1,LABEL2",
         help="run only these grid settings' cells (comma list of labels, e.g. T=28); with "
