@@ -728,8 +728,8 @@ class SGSnapshot:
     interrupted call resumes where it stopped.
 
     SG cells of the larger settings run for hours (MNIST-SEQ at T = 56: about
-    seven hours on one core); a kill, a preempted cluster job or the end of a
-    session would otherwise lose all of it. :func:`train_sg` given a snapshot
+    seven hours on one core); a kill, a preempted cluster job or a job's time
+    limit would otherwise lose all of it. :func:`train_sg` given a snapshot
     writes the state of the grid to it: every finished learning rate (its
     history, and the kept state of the best so far), and for the learning rate
     in progress the network, Adam's moments, the batch-order generator, the
