@@ -115,7 +115,9 @@ def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp
     assert _records(out) == ref
 
 
-def test_cell_killed_in_sg_training_resumes_from_its_snapshot(reference, tmp_path, monkeypatch):
+def test_cell_killed_in_sg_training_resumes_from_its_snapshot(
+    reference, tmp_path, monkeypatch, capsys
+):
     """A failure in the middle of an SG cell's grid leaves its snapshot; the rerun trains
     only what was left of that cell and writes the uninterrupted run's records."""
     import cvxsnn.sg as sg
@@ -141,7 +143,8 @@ def test_cell_killed_in_sg_training_resumes_from_its_snapshot(reference, tmp_pat
     assert len(state["finished"]) == 1  # the first learning rate (epoch 0 and 1) is kept
 
     calls["n"] = -(10**9)  # no more failures; count the validation passes of the rerun
-    resumed = reproduce(cfg, results=out, progress=False, snapshot_every_s=0)
+    resumed = reproduce(cfg, results=out, progress=True, snapshot_every_s=0)
+    assert f"sg / seed 0 resumes from its snapshot in {cell_dir}" in capsys.readouterr().err
     assert resumed.n_run == 8
     assert _records(out) == ref
     assert not snaps.exists()  # every cell's snapshots are deleted once it is saved

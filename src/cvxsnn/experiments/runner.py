@@ -410,6 +410,10 @@ class _Snapshots:
         """The ``snapshot_dir`` and ``snapshot_every_s`` arguments of :func:`run_cell`."""
         return (None if self.root is None else str(self.root / cell.cell_id)), self.every_s
 
+    def holds(self, cell: Cell) -> bool:
+        """Whether a snapshot of ``cell`` is there to resume from."""
+        return self.root is not None and any((self.root / cell.cell_id).glob("*.pt"))
+
     def discard(self, cell: Cell) -> None:
         """Delete a cell's snapshots once its record is stored."""
         if self.root is not None:
@@ -632,6 +636,14 @@ def reproduce(
                 file=sys.stderr,
                 flush=True,
             )
+            for c in todo:
+                if snaps.holds(c):
+                    print(
+                        f"[cvxsnn] {c.label} / {c.method} / seed {c.seed} resumes from its "
+                        f"snapshot in {snaps.root / c.cell_id}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         n_run = 0
         failure: tuple[Cell, BaseException] | None = None
         if todo:
