@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,62 @@ def test_empty_support_outputs_the_intercept():
     assert np.array_equal(_outputs(net, x, (2,)), np.tile([0.5, -2.0], (8, 1)))
     report = verify_reconstruction(net, D, x, (2,), coef, np.array([0.5, -2.0]))
     assert report.exact and report.n_branches == 0 and report.support_size == 0
+
+
+def _with_repeats(T: int, n_distinct: int, n: int, d: int, seed: int) -> torch.Tensor:
+    """n samples drawn from n_distinct distinct sequences (each at least once), shuffled."""
+    pool = _data(T, n_distinct, d, seed)
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([np.arange(n_distinct), rng.integers(0, n_distinct, n - n_distinct)])
+    return pool[:, torch.as_tensor(rng.permutation(pick))]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n_distinct=st.integers(2, 12),
+    extra=st.integers(2, 40),
+    chunk=st.sampled_from([1, 3, 7, None]),
+    seed=st.integers(0, 10_000),
+)
+def test_check_on_distinct_samples_reports_as_a_pass_over_every_sample(
+    n_distinct, extra, chunk, seed
+):
+    # With repeated inputs the network runs once per distinct sequence; every row of the
+    # dictionary is still compared, and the report equals the full pass's (the margin's
+    # value included; its location may name another sample where the minimum is tied, and
+    # the output error may differ by rounding).
+    import cvxsnn.reconstruct as rec
+
+    n = n_distinct + max(extra, n_distinct)  # at least half repeats
+    x = _with_repeats(4, n_distinct, n, 2, seed)
+    p = sample_witnesses(2, (5, 4), 3, sigma=1.5, generator=_gen(seed))
+    try:
+        D = build_dictionary(p, x, (1, 3))
+    except ValueError:
+        assume(False)
+    coef, b = _coef(D.n_atoms, 2, seed)
+    net = reconstruct(p, D, coef, b, **_layout(2))
+    # a corrupted row of a repeated sample (not its first occurrence) must be found
+    first = {}
+    for i in range(n):
+        first.setdefault(x[:, i].numpy().tobytes(), i)
+    repeat = next(i for i in range(n) if first[x[:, i].numpy().tobytes()] != i)
+    support = np.flatnonzero(np.any(coef != 0, axis=1))  # atoms the network carries
+    assume(support.size > 0)
+    bad = D.atoms.copy()
+    bad[n + repeat, support[0]] ^= 1  # step 3's row of that sample
+    D_bad = dataclasses.replace(D, atoms=bad)
+    kw = dict(margin_warn=0.0, chunk_rows=chunk)
+    fast = [rec.verify_reconstruction(net, dd, x, None, coef, b, **kw) for dd in (D, D_bad)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rec, "repeated_samples", lambda x: None)
+        full = [rec.verify_reconstruction(net, dd, x, None, coef, b, **kw) for dd in (D, D_bad)]
+    for f, g in zip(fast, full, strict=True):
+        # the output error is measured on other batches of rows: equal to rounding
+        assert f.max_abs_error == pytest.approx(g.max_abs_error, abs=1e-12)
+        assert dataclasses.replace(f, margin_at=g.margin_at, max_abs_error=g.max_abs_error) == g
+        assert f.margin_at[2] in range(n)
+    assert fast[0].exact and fast[1].n_spike_mismatch == 1 and not fast[1].spikes_identical
 
 
 def test_check_catches_wrong_outputs_and_wrong_spikes():

@@ -48,6 +48,7 @@ from cvxsnn.network import (
     ParallelLIFNet,
     check_chunk,
 )
+from cvxsnn.samples import repeated_samples
 from cvxsnn.witnesses import check_hidden_params, named_tensors
 
 __all__ = [
@@ -324,6 +325,17 @@ def verify_reconstruction(
     -------
     ReconstructionReport
         Use ``.check()`` to raise when the reconstruction is not exact.
+
+    Notes
+    -----
+    Every row of the dictionary is compared, but the network runs once per
+    distinct input sequence when at least a tenth of the samples are repeats
+    (:func:`cvxsnn.samples.repeated_samples`, as in the dictionary build): the
+    spikes and outputs of a repeated sample are those of its first occurrence,
+    and they are compared with each of its rows. The report is the one a pass
+    over every sample gives: the same spike comparison and smallest margin
+    (``margin_at`` names the first occurrence), and the output error to
+    rounding (the readout runs on other batches of rows).
     """
     if not isinstance(net, ParallelLIFNet):
         raise TypeError(f"net must be a ParallelLIFNet; got {type(net).__name__}")
@@ -359,23 +371,39 @@ def verify_reconstruction(
     best = (np.inf, (-1, -1, -1, -1, -1))
     real_t = torch.as_tensor(real, device=net64.device)
     chunk_rows = net64.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
+    # The network runs on the distinct samples (all of x when few repeat); the samples of
+    # x whose first occurrence is run sample r are members[bounds[r]:bounds[r + 1]].
+    distinct = repeated_samples(x)
+    x_run = x if distinct is None else distinct.take(x)
+    n_run = x_run.shape[1]
+    first = np.arange(n) if distinct is None else distinct.first
+    if distinct is not None:
+        members = np.argsort(distinct.inverse, kind="stable")
+        bounds = np.searchsorted(distinct.inverse[members], np.arange(n_run + 1))
     ws = ForwardWorkspace()  # the chunks reuse one set of buffers
-    bar = tqdm(total=n, desc="check", unit="sample", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=n_run, desc="check", unit="sample", file=sys.stderr, disable=not progress)
     with torch.no_grad(), bar:
-        for a in range(0, n, chunk_rows):
-            b = min(a + chunk_rows, n)
-            trace = net64.run_hidden(x[:, a:b].to(net64.device), return_membrane=True, workspace=ws)
+        for a in range(0, n_run, chunk_rows):
+            b = min(a + chunk_rows, n_run)
+            trace = net64.run_hidden(
+                x_run[:, a:b].to(net64.device), return_membrane=True, workspace=ws
+            )
             last = trace.spikes[-1]  # (T, B, K', m')
             sel = last.index_select(0, step_idx)  # (S, B, K', m')
             got = sel.to(torch.uint8).cpu().numpy().reshape(S, b - a, Kp * mp)
             outs = net64.readout(sel).cpu().numpy()  # (S, B, C)
-            rows = (np.arange(S)[:, None] * n + np.arange(a, b)[None, :]).reshape(-1)
+            samples = np.arange(a, b)  # the samples of x these rows stand for
+            if distinct is not None:
+                samples = members[bounds[a] : bounds[b]]
+                at = distinct.inverse[samples] - a
+                got, outs = got[:, at], outs[:, at]  # (S, B_x, ...): one per sample of x
+            rows = (np.arange(S)[:, None] * n + samples[None, :]).reshape(-1)
             # identical spikes: each kept slot equals its atom; padding never spikes
-            block = dictionary.atoms[rows]  # (S B, P), step-major like got
-            ref = block[:, flat_atoms[cols]].reshape(S, b - a, -1)
+            block = dictionary.atoms[rows]  # (S B_x, P), step-major like got
+            ref = block[:, flat_atoms[cols]].reshape(S, samples.size, -1)
             n_mismatch += int(np.count_nonzero(got[..., cols] != ref))
             n_mismatch += int(np.count_nonzero(got[..., pad]))
-            target = block[:, used].astype(np.float64) @ coef[used] + intercept  # (S B, C)
+            target = block[:, used].astype(np.float64) @ coef[used] + intercept  # (S B_x, C)
             if target.size:
                 err = max(err, float(np.max(np.abs(outs.reshape(-1, outs.shape[-1]) - target))))
             n_layers = len(trace.membranes)
@@ -390,7 +418,7 @@ def verify_reconstruction(
                 val = float(gap.min())
                 if val < best[0]:
                     k, t, i, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
-                    best = (val, (layer, int(t), int(a + i), int(k), int(j)))
+                    best = (val, (layer, int(t), int(first[a + i]), int(k), int(j)))
             bar.update(b - a)
     support = int(np.count_nonzero(np.any(coef != 0, axis=1)))
     report = ReconstructionReport(
