@@ -66,3 +66,32 @@ def test_activity_in_chunks_equals_one_pass(monkeypatch):
     with torch.no_grad():
         trace = net.run_hidden(x[:6])  # steps [3, 5]: counted up to step 5
     assert whole["spikes"] == [float(s.sum()) for s in trace.spikes]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_activity_of_repeated_samples_runs_them_once(monkeypatch, dtype):
+    # 60 samples of 8 distinct sequences (equal up to the counted steps, different after):
+    # the counts are the one-pass counts exactly, with the network run on 8 samples
+    cfg = NetConfig(d_in=3, widths=(6, 5), branches=3, out_layout=(2,), head_classes=(2,))
+    net = ParallelLIFNet(cfg, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        net.w_in.mul_(4)
+    g = torch.Generator().manual_seed(4)
+    pool = torch.rand(7, 8, 3, dtype=dtype, generator=g)
+    x = pool[:, torch.randint(0, 8, (60,), generator=g)].clone()
+    x[6] = torch.rand(60, 3, dtype=dtype, generator=g)  # after step 5: every sample differs
+    seen = []
+    real = ParallelLIFNet.run_hidden
+
+    def counting(self, xs, *args, **kwargs):
+        seen.append(xs.shape[1])
+        return real(self, xs, *args, **kwargs)
+
+    monkeypatch.setattr(ParallelLIFNet, "run_hidden", counting)
+    monkeypatch.setattr(ParallelLIFNet, "chunk_samples", lambda self: 3)
+    got = activity(net, x, steps=[3, 5])
+    assert sum(seen) == len(torch.unique(x[:6].permute(1, 0, 2).reshape(60, -1), dim=0))
+    with torch.no_grad():
+        trace = real(net, x[:6])
+    assert got["spikes"] == [float(s.double().sum()) for s in trace.spikes]
+    assert got["n"] == 60 and got["total_spikes"] > 0

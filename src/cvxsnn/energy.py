@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from cvxsnn.network import ForwardWorkspace, ParallelLIFNet
+from cvxsnn.samples import repeated_samples
 
 __all__ = ["activity", "activity_record"]
 
@@ -66,17 +67,27 @@ def activity(net: ParallelLIFNet, x: Tensor, steps: Sequence[int] | None = None)
     if steps is not None and len(steps):
         T = int(max(steps)) + 1
     # spike counts per neuron, accumulated over sample chunks so that memory does not grow
-    # with B (integer counts: the float64 sums are exact, so chunking changes nothing)
+    # with B (integer counts: the float64 sums are exact, so chunking changes nothing); a
+    # repeated input sequence runs once and its counts weigh as many samples
+    x = x[:T]
+    distinct = repeated_samples(x)
+    mult = None
+    if distinct is not None:
+        x = distinct.take(x)
+        mult = torch.bincount(torch.as_tensor(distinct.inverse)).to(net.device, torch.float64)
     per_layer = [
         torch.zeros(net.config.branches, w, dtype=torch.float64, device=net.device)
         for w in net.config.widths
     ]
     chunk, ws = net.chunk_samples(), ForwardWorkspace()
     with torch.no_grad():
-        for a in range(0, B, chunk):
-            trace = net.run_hidden(x[:T, a : a + chunk], workspace=ws)
+        for a in range(0, x.shape[1], chunk):
+            trace = net.run_hidden(x[:, a : a + chunk], workspace=ws)
             for acc, s in zip(per_layer, trace.spikes, strict=True):
-                acc += s.sum(dim=(0, 1), dtype=torch.float64)  # (K, m)
+                if mult is None:
+                    acc += s.sum(dim=(0, 1), dtype=torch.float64)  # (K, m)
+                else:
+                    acc += torch.einsum("tbkm,b->km", s.to(torch.float64), mult[a : a + chunk])
     rates, counts, neurons = [], [], []
     dense_total = nonzero_total = 0.0
     for per_neuron, (dense, nonzero) in zip(per_layer, _fanouts(net), strict=True):
