@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -320,3 +321,39 @@ def test_bad_run_inputs():
         TrainConfig(cg_rounds=-1)
     with pytest.raises(ValueError, match="steps"):
         train(TrainConfig(steps=0), progress=False)
+
+
+def test_threads_pin_torch_and_the_blas_pools(monkeypatch):
+    """threads=1 holds torch and numpy/scipy's BLAS and OpenMP pools at one thread for the
+    run (a record depends on them) and gives the BLAS pools back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import cvxsnn.pipeline as pipeline
+
+    def blas_pools():
+        return {
+            i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+        }
+
+    seen = []
+    real = pipeline._make_task
+
+    def spy(config):
+        seen.append(
+            ({i["filepath"]: i["num_threads"] for i in threadpool_info()}, torch.get_num_threads())
+        )
+        return real(config)
+
+    monkeypatch.setattr(pipeline, "_make_task", spy)
+    config = TrainConfig(task="xor", steps=4, branches=2, width=4, n_train=64, n_val=16, n_test=16)
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=2):  # pools as a 2-core machine starts them
+        pools = blas_pools()
+        rec1 = train(dataclasses.replace(config, threads=1), progress=False).record
+        assert blas_pools() == pools  # torch's own setting stays, as torch.set_num_threads
+        train(config, progress=False)  # threads=None: pools left as they are
+    torch.set_num_threads(before)
+    (pinned, torch1), (free, _) = seen
+    assert pinned and set(pinned.values()) == {1} and torch1 == 1
+    assert {k: v for k, v in free.items() if k in pools} == pools  # threads=None: untouched
+    assert rec1["config"]["threads"] == 1

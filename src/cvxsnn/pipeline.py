@@ -89,7 +89,9 @@ class TrainConfig:
         surrogate-gradient ascent from its best branches) and random
         proposals per round.
     seed, device, threads
-        The seed fixes the training subsample, witnesses and SG init.
+        The seed fixes the training subsample, witnesses and SG init. ``threads``
+        pins torch's threads and the BLAS/OpenMP pools of numpy and scipy for the
+        run (None: left as they are).
     """
 
     task: TaskName = "xor"
@@ -672,12 +674,35 @@ def train(
         the training. It is not part of the run's identity.
     snapshot_every_s : float
         See ``snapshot_dir``.
+
+    Notes
+    -----
+    ``config.threads`` pins every thread pool the run uses: torch's, and the
+    BLAS and OpenMP pools behind numpy and scipy (the solver, the Gram
+    matrices, the certificate), through threadpoolctl, for the length of the
+    run. Their reductions may round differently with another thread count, so
+    a record depends on it, and on a machine whose cores are already busy
+    (cells of a sweep side by side) an unpinned BLAS pool oversubscribes them.
     """
+    snapshots = None if snapshot_dir is None else (snapshot_dir, snapshot_every_s)
+    if config.threads is None:
+        return _train(config, progress, save_model, snapshots)
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(config.threads)
+    with threadpool_limits(limits=config.threads):
+        return _train(config, progress, save_model, snapshots)
+
+
+def _train(
+    config: TrainConfig,
+    progress: bool,
+    save_model: str | None,
+    snapshots: tuple[str | Path, float] | None,
+) -> RunResult:
+    """The run of :func:`train`, with its thread pools already set."""
     from cvxsnn.evaluate import evaluate
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    snapshots = None if snapshot_dir is None else (snapshot_dir, snapshot_every_s)
     timer = StageTimer()
     t0 = time.perf_counter()
     with timer("task"):
