@@ -415,7 +415,6 @@ def test_finished_snapshot_returns_the_result_without_training(
 
 
 def test_snapshot_interval_limits_writes(tmp_path, monkeypatch, small_task):
-    # every_s large: only the end of each learning rate is written (3 writes).
     writes = []
     real = SGSnapshot.write
     monkeypatch.setattr(
@@ -423,25 +422,14 @@ def test_snapshot_interval_limits_writes(tmp_path, monkeypatch, small_task):
         "write",
         lambda self, state: (writes.append(state["current"]), real(self, state)),
     )
-    train_sg(
-        small_task,
-        snap_net_config(),
-        SNAP_CFG,
-        progress=False,
-        snapshot=SGSnapshot(tmp_path / "a.pt", 1e9),
-    )
-    assert writes == [None, None, None]
-    writes.clear()
-    train_sg(
-        small_task,
-        snap_net_config(),
-        SNAP_CFG,
-        progress=False,
-        snapshot=SGSnapshot(tmp_path / "b.pt", 0),
-    )
-    # every epoch that does not end its rate, plus the 3 ends: 5 + 9 + 11 + 3
-    assert len(writes) == 28
-    assert sum(w is None for w in writes) == 3
+    # every_s large: only the end of each learning rate (3 writes); every_s = 0: also every
+    # epoch that does not end its rate (5 + 9 + 11)
+    for every_s, n_writes in ((1e9, 3), (0, 3 + 5 + 9 + 11)):
+        writes.clear()
+        snap = SGSnapshot(tmp_path / f"{every_s}.pt", every_s)
+        train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=snap)
+        assert len(writes) == n_writes
+        assert sum(w is None for w in writes) == 3
 
 
 def test_snapshot_of_another_run_is_refused(tmp_path, small_task):
