@@ -126,6 +126,30 @@ def test_predict_in_chunks_equals_forward(chunk):
     assert torch.equal(net.predict(x, chunk_rows=chunk), net.predict(x))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    K=st.integers(1, 5),
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    T=st.integers(1, 8),
+    B=st.integers(1, 40),
+    chunk=st.sampled_from([None, 1, 3, 16]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    all_steps=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_outputs_in_chunks_equal_forward(K, widths, T, B, chunk, dtype, all_steps, seed):
+    # the no-gradient readout of SG's validation passes: forward's values bit for bit
+    net = _net(K, widths, C=3, seed=seed).to(dtype)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, 3, dtype=torch.float64, generator=gen) * 2).to(dtype)
+    steps = None if all_steps else sorted({0, T - 1, T // 2})
+    got = net.outputs(x, steps, chunk_rows=chunk)
+    with torch.no_grad():
+        ref = net(x, steps)
+    assert got.shape == ref.shape and got.dtype == dtype
+    assert torch.equal(got, ref)
+
+
 @pytest.mark.parametrize("chunk", [None, 1, 2])
 def test_predict_runs_repeated_samples_once_with_the_same_predictions(chunk, monkeypatch):
     net = _net(3, (4, 5), C=3, seed=4)

@@ -499,7 +499,7 @@ def evaluate_sg(
             sl = slice(start, min(start + batch_size, n))
             x = dataset.x[:, sl].to(device=net.device, dtype=net.dtype)  # (T, B, d)
             y = dataset.targets[:, sl].to(net.device)  # (S, B, H)
-            out = net(x, dataset.steps)  # (S, B, C)
+            out = net.outputs(x, dataset.steps)  # (S, B, C): net(x, steps), in cache-sized chunks
             B = x.shape[1]
             loss_sum += float(sg_loss(out, y, layout, weights)) * B
             starts = [sum(layout[:h]) for h in range(H)]
