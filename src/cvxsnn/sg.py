@@ -723,6 +723,14 @@ def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any
     )
 
 
+def check_snapshot_interval(value: Any, name: str) -> float:
+    """``value`` as a float when it is a finite number >= 0 (seconds between snapshots)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
 class SGSnapshot:
     """A file holding the training state of one :func:`train_sg` call, so that an
     interrupted call resumes where it stopped.
@@ -752,10 +760,8 @@ class SGSnapshot:
     """
 
     def __init__(self, path: str | Path, every_s: float = 120.0) -> None:
-        if not (isinstance(every_s, (int, float)) and every_s >= 0 and math.isfinite(every_s)):
-            raise ValueError(f"every_s must be a finite number >= 0; got {every_s!r}")
         self.path = Path(path)
-        self.every_s = float(every_s)
+        self.every_s = check_snapshot_interval(every_s, "every_s")
         self._last = time.perf_counter()
 
     def read(self, fingerprint: str, device: torch.device) -> dict[str, Any] | None:

@@ -25,7 +25,6 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -41,6 +40,7 @@ from typing import IO, Any, Literal, get_args
 from cvxsnn.experiments.config import Experiment, load_experiment
 from cvxsnn.network import config_hash
 from cvxsnn.pipeline import TrainConfig
+from cvxsnn.sg import check_snapshot_interval
 
 __all__ = [
     "EXECUTORS",
@@ -603,12 +603,7 @@ def reproduce(
             )
         cells = [c for c in cells if c.label in settings]
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
-    if not (
-        isinstance(snapshot_every_s, (int, float))
-        and math.isfinite(snapshot_every_s)
-        and snapshot_every_s >= 0
-    ):
-        raise ValueError(f"snapshot_every_s must be a finite number >= 0; got {snapshot_every_s!r}")
+    every_s = check_snapshot_interval(snapshot_every_s, "snapshot_every_s")
     snap_root = None
     if snapshots:
         snap_root = (
@@ -616,7 +611,7 @@ def reproduce(
             if snapshot_dir is not None
             else path.with_name(path.name + ".snapshots")
         ).absolute()
-    snaps = _Snapshots(snap_root, float(snapshot_every_s))
+    snaps = _Snapshots(snap_root, every_s)
     t0 = time.perf_counter()
     with ResultsFile(path, exp, preset) as store:
         todo = [c for c in cells if c.cell_id not in store.entries]
