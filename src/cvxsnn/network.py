@@ -470,7 +470,10 @@ class ParallelLIFNet(nn.Module):
 
         Runs without gradients in chunks of ``chunk_rows`` samples
         (:meth:`chunk_samples` by default) through :meth:`last_spikes`, so
-        memory does not grow with B: the outputs are those of ``self(x, steps)``.
+        memory does not grow with B: the labels are those of ``self(x, steps)``
+        (a chunk's readout can differ from the whole batch's in the last bit, as
+        a one-row product takes another BLAS path; a label changes only at an
+        exact tie; :meth:`outputs` gives ``forward``'s values exactly).
         When at least a tenth of the samples in ``x`` are repeats, each distinct
         sample runs once and its predictions are copied
         (:func:`cvxsnn.samples.repeated_samples`).
