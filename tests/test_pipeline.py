@@ -199,6 +199,11 @@ def test_sg_training_killed_and_restarted_with_its_snapshot_folder(
     calls["n"] = -(10**9)
     resumed = train(config, progress=False, snapshot_dir=folder, snapshot_every_s=0).record
     assert comparable(resumed) == comparable(plain)
+    # the SG training done before the kill is reported with the timings (in every case
+    # here the first SG run had written its snapshot; the continuation had not)
+    assert resumed["time_s"]["sg_before_resume"] > 0
+    assert "sg_before_resume" not in plain["time_s"]
+    assert "sg_continue_before_resume" not in resumed["time_s"]
     assert (folder / "sg_continue.pt").exists() == (method == "sg-sg")
 
 

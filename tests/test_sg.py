@@ -468,6 +468,7 @@ def test_sg_sg_continuation_resumes(tmp_path, monkeypatch, small_task, uninterru
     train_interrupted(monkeypatch, 10, small_task, None, cfg, path=path, **kw)
     resumed = train_sg(small_task, None, cfg, progress=False, snapshot=SGSnapshot(path, 0), **kw)
     assert_same_result(resumed, plain)
+    assert resumed.resumed_s > 0 and plain.resumed_s == 0  # the first rate ran before
     # the same continuation from another starting network is another run
     with pytest.raises(ValueError, match="written by another run"):
         train_sg(

@@ -621,6 +621,8 @@ def _sg_network(
             cfg = _net_config(task, config, task.train.head_classes)
             res = train_sg(task, cfg, sgc, progress=progress, snapshot=snapshot("sg.pt"))
             net, prior = res.net, res.total_epochs
+            if res.resumed_s:  # training before this process, from the snapshot
+                timer.seconds["sg_before_resume"] = res.resumed_s
             info.update(
                 sg_selected_lr=res.selected_lr,
                 sg_epochs=res.total_epochs,
@@ -639,6 +641,8 @@ def _sg_network(
                 snapshot=snapshot("sg_continue.pt"),
             )
             net = res2.net
+            if res2.resumed_s:
+                timer.seconds["sg_continue_before_resume"] = res2.resumed_s
             info.update(
                 sgsg_selected_lr=res2.selected_lr,
                 sgsg_extra_epochs=res2.best_epoch,

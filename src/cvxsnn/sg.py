@@ -355,6 +355,9 @@ class SGResult:
     prior_epochs : int
         Epochs the starting network had already been trained (0 for SG; the
         checkpoint's total for SG-SG).
+    resumed_s : float
+        Seconds of this grid's training done by earlier calls, read from the
+        snapshot this call resumed (0 otherwise); included in ``time_s``.
     """
 
     net: ParallelLIFNet
@@ -368,6 +371,7 @@ class SGResult:
     histories: tuple[LRHistory, ...]
     time_s: float
     prior_epochs: int = 0
+    resumed_s: float = 0.0
 
     @property
     def total_epochs(self) -> int:
@@ -995,6 +999,7 @@ def train_sg(
         histories=tuple(histories),
         time_s=time.perf_counter() - t0,
         prior_epochs=prior_epochs,
+        resumed_s=float(saved["elapsed_s"]) if saved is not None else 0.0,
     )
 
 
