@@ -116,25 +116,15 @@ def test_injected_failure_keeps_finished_cells_and_resume_matches(reference, tmp
 
 
 def test_cell_killed_in_sg_training_resumes_from_its_snapshot(
-    reference, tmp_path, monkeypatch, capsys
+    reference, tmp_path, fail_validation, capsys
 ):
     """A failure in the middle of an SG cell's grid leaves its snapshot; the rerun trains
     only what was left of that cell and writes the uninterrupted run's records."""
-    import cvxsnn.sg as sg
-
     cfg, ref = reference
     out = tmp_path / "r.jsonl"
     snaps = tmp_path / "r.jsonl.snapshots"
-    real = sg.evaluate_sg
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the first SG cell: 2 of its 3 learning rates' validations
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sg, "evaluate_sg", failing)
+    # the first SG cell: 2 of its 3 learning rates' validations
+    failing = fail_validation(4, RuntimeError("killed"))
     with pytest.raises(CellError, match="killed"):
         reproduce(cfg, results=out, progress=False, snapshot_every_s=0)
     assert len(_records(out)) == 0
@@ -142,17 +132,17 @@ def test_cell_killed_in_sg_training_resumes_from_its_snapshot(
     state = torch.load(cell_dir / "sg.pt", weights_only=True)
     assert len(state["finished"]) == 1  # the first learning rate (epoch 0 and 1) is kept
 
-    calls["n"] = -(10**9)  # no more failures; count the validation passes of the rerun
+    failing.disarm()  # no more failures; count the validation passes of the rerun
     resumed = reproduce(cfg, results=out, progress=True, snapshot_every_s=0)
     assert f"sg / seed 0 resumes from its snapshot in {cell_dir}" in capsys.readouterr().err
     assert resumed.n_run == 8
     assert _records(out) == ref
     assert not snaps.exists()  # every cell's snapshots are deleted once it is saved
     # SG cells: 4 of 3 learning rates x (epoch 0 + 1 epoch); the resumed one skips 2
-    assert calls["n"] + 10**9 == 4 * 6 - 2
+    assert failing.calls == 4 * 6 - 2
 
     # --no-snapshots keeps nothing
-    calls["n"] = 0
+    fail_validation(4, RuntimeError("killed"))
     with pytest.raises(CellError, match="killed"):
         reproduce(cfg, results=tmp_path / "n.jsonl", progress=False, snapshots=False)
     assert not (tmp_path / "n.jsonl.snapshots").exists()

@@ -170,11 +170,10 @@ def test_sg_cvx_and_sg_sg_run(tmp_path):
 
 @pytest.mark.parametrize(("method", "fail_at"), [("sg-sg", 10), ("sg-sg", 3), ("sg-cvx", 5)])
 def test_sg_training_killed_and_restarted_with_its_snapshot_folder(
-    tmp_path, monkeypatch, method, fail_at
+    tmp_path, fail_validation, method, fail_at
 ):
     """SG-SG keeps two snapshots (the SG run, then its continuation); a run killed in
     either and started again with the same folder writes the uninterrupted record."""
-    import cvxsnn.sg as sg
     from cvxsnn.experiments import comparable
 
     base = dict(
@@ -182,21 +181,13 @@ def test_sg_training_killed_and_restarted_with_its_snapshot_folder(
     )
     config = TrainConfig(**base, method=method, n_rhos=3)
     plain = train(config, progress=False).record
-    real = sg.evaluate_sg
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == fail_at:  # 10: the continuation's epoch 1 (after 3 rates x 3 passes)
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sg, "evaluate_sg", failing)
+    # 10: the continuation's epoch 1 (after 3 rates x 3 passes)
+    failing = fail_validation(fail_at, KeyboardInterrupt())
     folder = tmp_path / "snap"
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False, snapshot_dir=folder, snapshot_every_s=0)
     assert (folder / "sg.pt").exists()
-    calls["n"] = -(10**9)
+    failing.disarm()
     resumed = train(config, progress=False, snapshot_dir=folder, snapshot_every_s=0).record
     assert comparable(resumed) == comparable(plain)
     # the SG training done before the kill is reported with the timings (in every case

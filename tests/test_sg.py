@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import FailingValidation
 from cvxsnn.network import NetConfig, ParallelLIFNet
 from cvxsnn.sg import (
     SGConfig,
@@ -296,27 +297,11 @@ class Interrupt(BaseException):
     """Stands for a kill: not an Exception, so nothing in train_sg can swallow it."""
 
 
-def interrupt_after(monkeypatch, calls: int) -> None:
-    """Make the ``calls``-th validation pass raise :class:`Interrupt`."""
-    import cvxsnn.sg as sg
-
-    real = sg.evaluate_sg
-    count = [0]
-
-    def evaluate(*args, **kwargs):
-        count[0] += 1
-        if count[0] == calls:
-            raise Interrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sg, "evaluate_sg", evaluate)
-
-
 def train_interrupted(monkeypatch, calls, *args, path, **kw) -> None:
     """``train_sg(*args, **kw)`` snapshotting to ``path`` after every epoch, killed at its
     ``calls``-th validation pass."""
     with monkeypatch.context() as mp:
-        interrupt_after(mp, calls)
+        FailingValidation(mp, calls, Interrupt())
         with pytest.raises(Interrupt):
             train_sg(*args, progress=False, snapshot=SGSnapshot(path, 0), **kw)
 
@@ -376,8 +361,6 @@ def test_snapshot_resume_equals_uninterrupted(
 def test_snapshot_written_mid_rate_is_resumed_from(tmp_path, monkeypatch, small_task):
     # The resumed call trains only the epochs after the snapshot: the validation passes
     # it makes are the uninterrupted run's minus those before the interruption.
-    import cvxsnn.sg as sg
-
     path = tmp_path / "sg.pt"
     # epoch 4 of the second rate
     train_interrupted(monkeypatch, 12, small_task, snap_net_config(), SNAP_CFG, path=path)
@@ -385,16 +368,9 @@ def test_snapshot_written_mid_rate_is_resumed_from(tmp_path, monkeypatch, small_
     assert state["current"]["lr_index"] == 1 and state["current"]["epoch"] == 3
     assert len(state["finished"]) == 1
 
-    real = sg.evaluate_sg
-    calls = [0]
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sg, "evaluate_sg", counting)
+    counting = FailingValidation(monkeypatch, None, Interrupt())
     train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=SGSnapshot(path, 0))
-    assert calls[0] == 31 - 11
+    assert counting.calls == 31 - 11
 
 
 def test_finished_snapshot_returns_the_result_without_training(
