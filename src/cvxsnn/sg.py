@@ -974,9 +974,8 @@ def train_sg(
                 net = None
         else:
             desc = f"SG lr={lr:g} ({i + 1}/{len(config.lrs)})"
-            resume = None
-            if saved is not None and saved["current"] is not None:
-                resume = saved["current"] if saved["current"]["lr_index"] == i else None
+            current = saved["current"] if saved is not None else None
+            resume = current if current is not None and current["lr_index"] == i else None
             on_epoch = functools.partial(write_progress, i) if snap is not None else None
             net, hist = _train_one_lr(
                 start_net, train, val, lr, config, weights, progress, desc, resume, on_epoch
