@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from cvxsnn.cli import main
 from cvxsnn.experiments import comparable, load_experiment, read_results, report, reproduce
 from cvxsnn.experiments import runner as runner_mod
 from cvxsnn.experiments.runner import CellError
+from cvxsnn.sg import SGSnapshot
 
 TINY = """# cvxsnn reproduce {path} --preset quick
 title = "tiny sweep"
@@ -134,7 +136,12 @@ def test_cell_killed_in_sg_training_resumes_from_its_snapshot(
 
     failing.disarm()  # no more failures; count the validation passes of the rerun
     resumed = reproduce(cfg, results=out, progress=True, snapshot_every_s=0)
-    assert f"sg / seed 0 resumes from its snapshot in {cell_dir}" in capsys.readouterr().err
+    # where it resumes: the second rate's epoch 0 (its epoch 1 was killed)
+    assert re.search(
+        rf"sg / seed 0 resumes from its snapshot \(lr 2/3 epoch 0/1, best val \d\.\d{{3}}\) "
+        rf"in {re.escape(str(cell_dir))}",
+        capsys.readouterr().err,
+    )
     assert resumed.n_run == 8
     assert _records(out) == ref
     assert not snaps.exists()  # every cell's snapshots are deleted once it is saved
@@ -148,6 +155,51 @@ def test_cell_killed_in_sg_training_resumes_from_its_snapshot(
     assert not (tmp_path / "n.jsonl.snapshots").exists()
     with pytest.raises(ValueError, match="snapshot_every_s"):
         reproduce(cfg, results=tmp_path / "n.jsonl", progress=False, snapshot_every_s=-1)
+
+
+def test_cell_progress_line(tmp_path):
+    def write(stem, updated, **kw):
+        info = dict(lr_index=1, n_lrs=3, lr=3e-3, epoch=41, max_epochs=200, val_accuracy=0.9)
+        info.update(best_val_accuracy=0.91, best_epoch=30, grid_best_val_accuracy=0.9184)
+        info.update(elapsed_s=5.0, done=False, updated=updated)
+        info.update(kw)
+        SGSnapshot(tmp_path / f"{stem}.pt").write_progress(info)
+
+    assert runner_mod.cell_progress(tmp_path) is None
+    write("sg", 100.0)
+    assert runner_mod.cell_progress(tmp_path) == "lr 2/3 epoch 41/200, best val 0.918"
+    assert runner_mod.cell_progress(tmp_path, since=101.0) is None  # an earlier sweep's
+    write("sg", 100.0, done=True, lr_index=2)
+    assert runner_mod.cell_progress(tmp_path) == "3 learning rates done, best val 0.918"
+    write("sg_continue", 200.0, epoch=7)  # SG-SG: the continued run, once it writes
+    assert runner_mod.cell_progress(tmp_path) == "continued lr 2/3 epoch 7/200, best val 0.918"
+    (tmp_path / "sg_continue.progress.json").write_text("{trunc")
+    assert runner_mod.cell_progress(tmp_path) == "3 learning rates done, best val 0.918"
+
+
+def test_sweep_shows_where_its_running_sg_cells_are(reference, tmp_path, monkeypatch, capsys):
+    """The progress bar names each running SG cell's learning rate, epoch and best
+    validation accuracy, read from its progress file while it trains."""
+    import cvxsnn.sg as sg
+
+    cfg, ref = reference
+    real = sg.evaluate_sg
+
+    def slow(*args, **kwargs):  # every validation pass takes 50 ms: the watcher looks often
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sg, "evaluate_sg", slow)
+    monkeypatch.setattr(runner_mod, "PROGRESS_POLL_S", 0.005)
+    out = tmp_path / "sg.jsonl"
+    reproduce(cfg, results=out, progress=True, methods=["sg"], settings=["L=2"])
+    err = capsys.readouterr().err
+    shown = set(
+        re.findall(r"L=2 sg seed (\d): lr ([123])/3 epoch ([01])/1, best val \d\.\d{3}", err)
+    )
+    assert {seed for seed, _, _ in shown} == {"0", "1"}
+    assert {lr for _, lr, _ in shown} >= {"1", "2", "3"}
+    assert {c: r for c, r in _records(out).items()} == {c: ref[c] for c in _records(out)}
 
 
 def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ from cvxsnn.sg import (
     evaluate_sg,
     head_weights_for,
     load_checkpoint,
+    progress_path,
+    read_progress,
     save_checkpoint,
     sg_loss,
     train_sg,
@@ -406,6 +408,51 @@ def test_snapshot_interval_limits_writes(tmp_path, monkeypatch, small_task):
         train_sg(small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=snap)
         assert len(writes) == n_writes
         assert sum(w is None for w in writes) == 3
+
+
+def test_progress_file_follows_every_epoch(tmp_path, monkeypatch, small_task, uninterrupted):
+    # The progress summary is rewritten after every epoch, even when the snapshot itself
+    # is not due (every_s huge: only the end of each rate is snapshotted).
+    path = tmp_path / "sg.pt"
+    with monkeypatch.context() as mp:
+        FailingValidation(mp, 12, Interrupt())  # killed at the second rate's epoch 4
+        with pytest.raises(Interrupt):
+            train_sg(
+                small_task,
+                snap_net_config(),
+                SNAP_CFG,
+                progress=False,
+                snapshot=SGSnapshot(path, 1e9),
+            )
+    state = torch.load(path, weights_only=True)
+    assert state["current"] is None and len(state["finished"]) == 1
+    info = read_progress(progress_path(path))
+    h0, h1 = uninterrupted.histories[:2]
+    seen = h1.records[:4]  # the second rate's epochs 0-3, all that ran
+    assert (info["lr_index"], info["n_lrs"], info["lr"]) == (1, 3, SNAP_CFG.lrs[1])
+    assert (info["epoch"], info["max_epochs"], info["done"]) == (3, 12, False)
+    assert info["val_accuracy"] == seen[-1].val_accuracy
+    assert info["best_val_accuracy"] == max(r.val_accuracy for r in seen)
+    assert seen[info["best_epoch"]].val_accuracy == info["best_val_accuracy"]
+    assert info["grid_best_val_accuracy"] == max(h0.best_val_accuracy, info["best_val_accuracy"])
+    assert info["elapsed_s"] > 0 and info["updated"] > 0
+
+    res = train_sg(
+        small_task, snap_net_config(), SNAP_CFG, progress=False, snapshot=SGSnapshot(path, 1e9)
+    )
+    assert_same_result(res, uninterrupted)
+    info = read_progress(progress_path(path))
+    assert (info["done"], info["lr_index"], info["epoch"]) == (True, 2, 12)
+    assert info["grid_best_val_accuracy"] == res.best_val_accuracy
+    assert res.resumed_s < info["elapsed_s"] <= res.time_s + 1e-3  # rounded to 1 ms
+
+    assert progress_path(tmp_path / "a" / "sg_continue.pt") == (
+        tmp_path / "a" / "sg_continue.progress.json"
+    )
+    assert read_progress(tmp_path / "missing.json") is None
+    assert read_progress(path) is None  # the snapshot is not a progress file
+    (tmp_path / "bad.json").write_text('{"kind": "something else"}')
+    assert read_progress(tmp_path / "bad.json") is None
 
 
 def test_snapshot_of_another_run_is_refused(tmp_path, small_task):

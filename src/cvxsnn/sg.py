@@ -60,6 +60,8 @@ __all__ = [
     "evaluate_sg",
     "head_weights_for",
     "load_checkpoint",
+    "progress_path",
+    "read_progress",
     "save_checkpoint",
     "sg_loss",
     "train_sg",
@@ -70,6 +72,7 @@ DtypeName = Literal["float32", "float64"]
 CHECKPOINT_KIND = "cvxsnn-sg-checkpoint"
 CHECKPOINT_VERSION = 1
 SNAPSHOT_KIND = "cvxsnn-sg-snapshot"
+PROGRESS_KIND = "cvxsnn-sg-progress"
 SNAPSHOT_VERSION = 1
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
@@ -605,6 +608,7 @@ def _train_one_lr(
     desc: str,
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
+    report: Callable[[EpochRecord, tuple[float, float, int]], None] | None = None,
 ) -> tuple[ParallelLIFNet, LRHistory]:
     """Train one learning rate of the grid from ``start_net``.
 
@@ -612,7 +616,9 @@ def _train_one_lr(
     Adam, batch-order generator, epoch records, kept state, elapsed time):
     training continues after its epoch exactly as if it had never stopped.
     ``on_epoch`` is called after every epoch that does not end the run, with
-    a function returning that state.
+    a function returning that state. ``report`` is called with the latest
+    epoch record and the best (accuracy, loss, epoch) so far once training
+    starts or resumes and after every epoch.
     """
     t0 = time.perf_counter()
     net = copy.deepcopy(start_net)
@@ -654,6 +660,8 @@ def _train_one_lr(
         }
 
     stop_reason = "epochs"
+    if report is not None:
+        report(records[-1], best)
     bar = _progress_bar(config.epochs, desc, progress, initial=records[-1].epoch)
     try:
         for epoch in range(records[-1].epoch + 1, config.epochs + 1):
@@ -689,6 +697,8 @@ def _train_one_lr(
             bar.set_postfix(
                 loss=f"{total / count:.4f}", val_acc=f"{m.accuracy:.4f}", best=f"{best[0]:.4f}"
             )
+            if report is not None:
+                report(records[-1], best)
             if config.patience is not None and epoch - best[2] >= config.patience:
                 stop_reason = "patience"
                 break
@@ -808,6 +818,45 @@ class SGSnapshot:
     def due(self) -> bool:
         """Whether ``every_s`` has passed since the last write."""
         return time.perf_counter() - self._last >= self.every_s
+
+    @property
+    def progress_path(self) -> Path:
+        """The progress file beside the snapshot (:func:`progress_path`)."""
+        return progress_path(self.path)
+
+    def write_progress(self, info: dict[str, Any]) -> None:
+        """Replace the progress file by ``info`` (JSON) atomically."""
+        path = self.progress_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"kind": PROGRESS_KIND, **info}, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def progress_path(snapshot: str | Path) -> Path:
+    """Where a snapshot's progress summary is kept: ``sg.pt`` -> ``sg.progress.json``.
+
+    :func:`train_sg` given a snapshot rewrites this small JSON file once training starts
+    or resumes and after every epoch (the snapshot itself is written at most every
+    ``every_s`` seconds): the learning rate in progress (``lr_index`` of ``n_lrs``,
+    ``lr``), its ``epoch`` of ``max_epochs``, the epoch's ``val_accuracy``, the rate's
+    ``best_val_accuracy`` and ``best_epoch``, the best over the grid so far
+    (``grid_best_val_accuracy``), ``elapsed_s`` of training (resumed stretches
+    included), ``done`` (the whole grid finished) and ``updated`` (Unix time). A sweep
+    reads it to show the cells it is running (:func:`cvxsnn.experiments.reproduce`).
+    """
+    p = Path(snapshot)
+    return p.with_name(f"{p.stem}.progress.json")
+
+
+def read_progress(path: str | Path) -> dict[str, Any] | None:
+    """The progress summary in ``path`` (:func:`progress_path`), or None when the file is
+    missing or is not one (never raises: a reader polls it while training rewrites it)."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("kind") == PROGRESS_KIND else None
 
 
 def _run_fingerprint(
@@ -963,6 +1012,32 @@ def train_sg(
         if snap.due():
             snap.write(grid_state({"lr_index": i, **lr_state()}))
 
+    def write_summary(
+        i: int, epoch: int, val_acc: float, best_acc: float, best_epoch: int, done: bool
+    ) -> None:
+        assert snap is not None
+        snap.write_progress(
+            {
+                "lr_index": i,
+                "n_lrs": len(config.lrs),
+                "lr": float(config.lrs[i]),
+                "epoch": epoch,
+                "max_epochs": config.epochs,
+                "val_accuracy": val_acc,
+                "best_val_accuracy": best_acc,
+                "best_epoch": best_epoch,
+                "grid_best_val_accuracy": max(
+                    [best_acc, *(h.best_val_accuracy for h in histories)]
+                ),
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+                "done": done,
+                "updated": time.time(),
+            }
+        )
+
+    def report(i: int, record: EpochRecord, best: tuple[float, float, int]) -> None:
+        write_summary(i, record.epoch, record.val_accuracy, best[0], best[2], False)
+
     for i, lr in enumerate(config.lrs):
         if i < len(finished):  # finished before the snapshot was written
             hist = finished[i]
@@ -977,8 +1052,19 @@ def train_sg(
             current = saved["current"] if saved is not None else None
             resume = current if current is not None and current["lr_index"] == i else None
             on_epoch = functools.partial(write_progress, i) if snap is not None else None
+            on_report = functools.partial(report, i) if snap is not None else None
             net, hist = _train_one_lr(
-                start_net, train, val, lr, config, weights, progress, desc, resume, on_epoch
+                start_net,
+                train,
+                val,
+                lr,
+                config,
+                weights,
+                progress,
+                desc,
+                resume,
+                on_epoch,
+                on_report,
             )
         histories.append(hist)
         if best_hist is None or _lr_key(hist) < _lr_key(best_hist):
@@ -986,6 +1072,16 @@ def train_sg(
         if snap is not None and i >= len(finished):
             snap.write(grid_state(None))
     assert best_net is not None and best_hist is not None
+    if snap is not None:
+        last = histories[-1]
+        write_summary(
+            len(histories) - 1,
+            last.epochs_run,
+            last.records[-1].val_accuracy,
+            last.best_val_accuracy,
+            last.best_epoch,
+            True,
+        )
     return SGResult(
         net=best_net,
         config=config,

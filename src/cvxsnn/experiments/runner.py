@@ -30,6 +30,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import IO, Any, Literal, get_args
 from cvxsnn.experiments.config import Experiment, load_experiment
 from cvxsnn.network import config_hash
 from cvxsnn.pipeline import TrainConfig
-from cvxsnn.sg import check_snapshot_interval
+from cvxsnn.sg import check_snapshot_interval, read_progress
 
 __all__ = [
     "EXECUTORS",
@@ -422,6 +423,89 @@ class _Snapshots:
                 self.root.rmdir()  # only when no other cell's snapshots remain
 
 
+#: Seconds between two looks of a sweep at its running cells' progress files.
+PROGRESS_POLL_S = 15.0
+
+_STAGES = {"sg": "", "sg_continue": "continued "}  # snapshot stem -> how its line starts
+
+
+def cell_progress(folder: str | Path, since: float | None = None) -> str | None:
+    """One line on the SG training whose snapshots are in ``folder``, or None.
+
+    Read from the progress files that :func:`cvxsnn.sg.train_sg` keeps beside its
+    snapshots (:func:`cvxsnn.sg.progress_path`): the learning rate and epoch in progress
+    and the best validation accuracy so far, e.g. ``lr 2/3 epoch 41/200, best val
+    0.918``. For SG-SG the continued run's file, once written, is the one shown. Files
+    last written before ``since`` (Unix time) are ignored.
+    """
+    latest = None
+    for stem, prefix in _STAGES.items():
+        path = Path(folder) / f"{stem}.progress.json"
+        info = read_progress(path)
+        if info is None or (since is not None and float(info.get("updated", 0.0)) < since):
+            continue
+        if latest is None or info.get("updated", 0.0) >= latest[0].get("updated", 0.0):
+            latest = (info, prefix)
+    if latest is None:
+        return None
+    info, prefix = latest
+    try:
+        where = (
+            f"{info['n_lrs']} learning rates done"
+            if info["done"]
+            else f"lr {info['lr_index'] + 1}/{info['n_lrs']} epoch {info['epoch']}/"
+            f"{info['max_epochs']}"
+        )
+        return f"{prefix}{where}, best val {float(info['grid_best_val_accuracy']):.3f}"
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class _ProgressWatcher:
+    """Shows, in the sweep's progress bar, where the SG training of each running cell is.
+
+    A thread reads the cells' progress files (:func:`cell_progress`) every ``every_s``
+    seconds, so it works for every executor whose workers write the snapshot folder this
+    process reads (local processes, a local Dask cluster, a cluster on a shared file
+    system). Cells whose files were written before the sweep started are not shown.
+    """
+
+    def __init__(self, bar: Any, snaps: _Snapshots, cells: list[Cell], every_s: float) -> None:
+        self.bar, self.snaps, self.every_s = bar, snaps, every_s
+        self.since = time.time()
+        self.cells = {c.cell_id: c for c in cells}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cvxsnn-progress", daemon=True)
+
+    def __enter__(self) -> _ProgressWatcher:
+        if self.snaps.root is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def finished(self, cell: Cell) -> None:
+        self.cells.pop(cell.cell_id, None)
+
+    def text(self) -> str:
+        assert self.snaps.root is not None
+        parts = []
+        for c in list(self.cells.values()):
+            line = cell_progress(self.snaps.root / c.cell_id, self.since)
+            if line is not None:
+                parts.append(f"{c.label} {c.method} seed {c.seed}: {line}")
+        return " | ".join(parts)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            text = self.text()
+            if text:
+                self.bar.set_postfix_str(text)
+
+
 def _iter_local(
     cells: list[Cell], workers: int, stop: _Stop, snaps: _Snapshots
 ) -> Iterator[tuple[Cell, Any]]:
@@ -532,7 +616,11 @@ def reproduce(
     data_dir, device : str, optional
         Set on every cell (see :func:`expand_cells`).
     progress : bool
-        A progress bar with ETA on stderr.
+        A progress bar with ETA on stderr. While cells train, it names each running SG
+        cell's learning rate, epoch and best validation accuracy so far, read every
+        ``PROGRESS_POLL_S`` seconds from the progress files beside the cells' snapshots
+        (:func:`cell_progress`; not shown with ``snapshots=False``, or when the workers
+        write snapshots where this process cannot read them).
     dask_processes : bool
         LocalCluster workers as processes (True) or threads of this process.
     reuse : sequence of str or Path
@@ -633,9 +721,11 @@ def reproduce(
             )
             for c in todo:
                 if snaps.holds(c):
+                    assert snaps.root is not None
+                    where = cell_progress(snaps.root / c.cell_id)
                     print(
                         f"[cvxsnn] {c.label} / {c.method} / seed {c.seed} resumes from its "
-                        f"snapshot in {snaps.root / c.cell_id}",
+                        f"snapshot{f' ({where})' if where else ''} in {snaps.root / c.cell_id}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -658,20 +748,25 @@ def reproduce(
                 disable=not progress,
                 dynamic_ncols=True,
             )
+            watch = _ProgressWatcher(
+                bar, snaps if progress else _Snapshots(None), todo, PROGRESS_POLL_S
+            )
             try:
-                for cell, outcome in stream:
-                    if isinstance(outcome, BaseException):
-                        failure = failure or (cell, outcome)
-                        stop.set = True
-                        continue
-                    record, host = outcome
-                    store.add(cell, record, host)
-                    snaps.discard(cell)
-                    n_run += 1
-                    bar.set_postfix_str(
-                        f"{cell.label} {cell.method} seed {cell.seed}", refresh=False
-                    )
-                    bar.update(1)
+                with watch:
+                    for cell, outcome in stream:
+                        watch.finished(cell)
+                        if isinstance(outcome, BaseException):
+                            failure = failure or (cell, outcome)
+                            stop.set = True
+                            continue
+                        record, host = outcome
+                        store.add(cell, record, host)
+                        snaps.discard(cell)
+                        n_run += 1
+                        bar.set_postfix_str(
+                            f"done: {cell.label} {cell.method} seed {cell.seed}", refresh=False
+                        )
+                        bar.update(1)
             finally:
                 bar.close()
                 stream.close()
