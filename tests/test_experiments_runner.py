@@ -14,7 +14,14 @@ import pytest
 import torch
 
 from cvxsnn.cli import main
-from cvxsnn.experiments import comparable, load_experiment, read_results, report, reproduce
+from cvxsnn.experiments import (
+    comparable,
+    load_experiment,
+    read_results,
+    report,
+    reproduce,
+    sweep_status,
+)
 from cvxsnn.experiments import runner as runner_mod
 from cvxsnn.experiments.runner import CellError
 from cvxsnn.sg import SGSnapshot
@@ -199,7 +206,53 @@ def test_sweep_shows_where_its_running_sg_cells_are(reference, tmp_path, monkeyp
     )
     assert {seed for seed, _, _ in shown} == {"0", "1"}
     assert {lr for _, lr, _ in shown} >= {"1", "2", "3"}
-    assert {c: r for c, r in _records(out).items()} == {c: ref[c] for c in _records(out)}
+    done = _records(out)
+    assert len(done) == 2 and done == {c: ref[c] for c in done}
+
+
+def test_status_lists_done_in_progress_and_to_run_cells(
+    reference, tmp_path, fail_validation, capsys
+):
+    cfg, ref = reference
+    out = tmp_path / "r.jsonl"
+    assert {c.state for c in sweep_status(cfg, results=out)} == {"to run"}  # no file yet
+    reproduce(cfg, results=out, progress=False, methods=["cvx"])
+    fail_validation(4, RuntimeError("killed"))  # the first SG cell, second rate's epoch 1
+    with pytest.raises(CellError, match="killed"):
+        reproduce(cfg, results=out, progress=False, snapshot_every_s=0)
+    before = out.read_bytes(), sorted(p.name for p in tmp_path.rglob("*"))
+
+    status = {(c.label, c.method, c.seed): c for c in sweep_status(cfg, results=out)}
+    assert len(status) == 8
+    assert {k for k, c in status.items() if c.state == "done"} == {
+        (lb, "cvx", seed) for lb in ("L=2", "L=3") for seed in (0, 1)
+    }
+    assert [k for k, c in status.items() if c.state == "in progress"] == [("L=2", "sg", 0)]
+    records = {e["cell_id"]: e for e in read_results(out)[1]}
+    assert {c: comparable(e["record"]) for c, e in records.items()} == {c: ref[c] for c in records}
+    for c in status.values():
+        if c.state == "done":
+            assert c.detail.startswith(f"test acc {records[c.cell_id]['record']['test_acc']:.3f}, ")
+    running = status[("L=2", "sg", 0)]
+    assert re.fullmatch(r"lr 2/3 epoch 0/1, best val \d\.\d{3}", running.detail)
+    # a snapshot without its progress file (written by an older cvxsnn) is read itself;
+    # it was last written when the first rate ended
+    snap_dir = tmp_path / "r.jsonl.snapshots" / running.cell_id
+    (snap_dir / "sg.progress.json").unlink()
+    (again,) = [c for c in sweep_status(cfg, results=out) if c.cell_id == running.cell_id]
+    assert re.fullmatch(r"lr 1 epoch 1, best val \d\.\d{3} \(snapshot\)", again.detail)
+
+    assert main(["reproduce", str(cfg), "--results", str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 done, 1 in progress, 3 to run of 8 cells" in printed
+    assert re.search(r"L=2\s+sg\s+0\s+in progress\s+lr 1 epoch 1", printed)
+    # nothing was run or written
+    assert (out.read_bytes(), sorted(p.name for p in tmp_path.rglob("*"))) == (
+        before[0],
+        [n for n in before[1] if n != "sg.progress.json"],
+    )
+    with pytest.raises(ValueError, match="config hash"):
+        sweep_status(_tiny(tmp_path, n_train=60, name="other"), results=out)
 
 
 def test_identical_cells_of_another_table_are_copied_not_rerun(reference, tmp_path, monkeypatch):

@@ -267,8 +267,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from cvxsnn.experiments.runner import reproduce
+    from cvxsnn.experiments.runner import reproduce, sweep_status
 
+    if args.status:
+        cells = sweep_status(
+            args.table,
+            preset=args.preset,
+            seeds=args.seeds,
+            results=args.results,
+            methods=args.methods,
+            settings=args.settings,
+            snapshot_dir=args.snapshot_dir,
+        )
+        rows = [(c.label, c.method, str(c.seed), c.state, c.detail) for c in cells]
+        head = ("setting", "method", "seed", "state", "detail")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+        for r in [head, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(r[:4], widths, strict=True)), r[4])
+        counts = {st: sum(c.state == st for c in cells) for st in ("done", "in progress", "to run")}
+        print(", ".join(f"{n} {st}" for st, n in counts.items()) + f" of {len(cells)} cells")
+        return 0
     summary = reproduce(
         args.table,
         preset=args.preset,
@@ -408,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-snapshots", action="store_true", help="keep no SG training state between runs"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="run nothing: list every cell as done (test accuracy, seconds), in progress "
+        "(where its SG training stands) or to run, from the results file and snapshots",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("report", help="table (and plot) of a table's results; never retrains")

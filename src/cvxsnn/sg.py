@@ -64,6 +64,7 @@ __all__ = [
     "read_progress",
     "save_checkpoint",
     "sg_loss",
+    "snapshot_progress",
     "train_sg",
 ]
 
@@ -847,6 +848,45 @@ def progress_path(snapshot: str | Path) -> Path:
     """
     p = Path(snapshot)
     return p.with_name(f"{p.stem}.progress.json")
+
+
+def snapshot_progress(path: str | Path) -> dict[str, Any] | None:
+    """A progress summary (as in :func:`progress_path`) read from a snapshot itself, or
+    None when ``path`` is not a readable snapshot.
+
+    For snapshots without a progress file beside them. The snapshot is written at most
+    every ``every_s`` seconds, so this can lag the training; it does not hold the grid's
+    size or the epoch limit (``n_lrs`` and ``max_epochs`` are None).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(state, dict) or state.get("kind") != SNAPSHOT_KIND:
+        return None
+    try:
+        finished = [float(h["best_val_accuracy"]) for h in state["finished"]]
+        cur = state["current"]
+        if cur is not None:
+            acc, _, best_epoch = cur["best"]
+            where = {"lr_index": int(cur["lr_index"]), "epoch": int(cur["epoch"])}
+            where.update(best_val_accuracy=float(acc), best_epoch=int(best_epoch))
+        else:
+            last = state["finished"][-1]
+            where = {"lr_index": len(finished) - 1, "epoch": int(last["epochs_run"])}
+            where.update(best_val_accuracy=finished[-1], best_epoch=int(last["best_epoch"]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return {
+        "kind": PROGRESS_KIND,
+        **where,
+        "n_lrs": None,
+        "max_epochs": None,
+        "grid_best_val_accuracy": max([where["best_val_accuracy"], *finished]),
+        "elapsed_s": float(state["elapsed_s"]),
+        "done": False,
+        "updated": Path(path).stat().st_mtime,
+    }
 
 
 def read_progress(path: str | Path) -> dict[str, Any] | None:

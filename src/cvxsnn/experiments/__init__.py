@@ -22,11 +22,13 @@ from cvxsnn.experiments.report import Report, report, t_interval
 from cvxsnn.experiments.runner import (
     Cell,
     CellError,
+    CellStatus,
     ReproduceSummary,
     comparable,
     expand_cells,
     read_results,
     reproduce,
+    sweep_status,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PRESETS",
     "Cell",
     "CellError",
+    "CellStatus",
     "Experiment",
     "PaperCell",
     "PlotSpec",
@@ -48,5 +51,6 @@ __all__ = [
     "read_results",
     "report",
     "reproduce",
+    "sweep_status",
     "t_interval",
 ]

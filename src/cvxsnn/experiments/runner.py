@@ -41,12 +41,13 @@ from typing import IO, Any, Literal, get_args
 from cvxsnn.experiments.config import Experiment, load_experiment
 from cvxsnn.network import config_hash
 from cvxsnn.pipeline import TrainConfig
-from cvxsnn.sg import check_snapshot_interval, read_progress
+from cvxsnn.sg import check_snapshot_interval, read_progress, snapshot_progress
 
 __all__ = [
     "EXECUTORS",
     "Cell",
     "CellError",
+    "CellStatus",
     "ReproduceSummary",
     "ResultsFile",
     "cell_id",
@@ -56,6 +57,7 @@ __all__ = [
     "read_results",
     "reproduce",
     "run_cell",
+    "sweep_status",
 ]
 
 ExecutorName = Literal["local", "dask"]
@@ -436,12 +438,15 @@ def cell_progress(folder: str | Path, since: float | None = None) -> str | None:
     snapshots (:func:`cvxsnn.sg.progress_path`): the learning rate and epoch in progress
     and the best validation accuracy so far, e.g. ``lr 2/3 epoch 41/200, best val
     0.918``. For SG-SG the continued run's file, once written, is the one shown. Files
-    last written before ``since`` (Unix time) are ignored.
+    last written before ``since`` (Unix time) are ignored. Without ``since``, a snapshot
+    with no progress file beside it is read itself (slower; the line then ends in
+    ``(snapshot)``).
     """
     latest = None
     for stem, prefix in _STAGES.items():
-        path = Path(folder) / f"{stem}.progress.json"
-        info = read_progress(path)
+        info = read_progress(Path(folder) / f"{stem}.progress.json")
+        if info is None and since is None:
+            info = snapshot_progress(Path(folder) / f"{stem}.pt")
         if info is None or (since is not None and float(info.get("updated", 0.0)) < since):
             continue
         if latest is None or info.get("updated", 0.0) >= latest[0].get("updated", 0.0):
@@ -450,15 +455,16 @@ def cell_progress(folder: str | Path, since: float | None = None) -> str | None:
         return None
     info, prefix = latest
     try:
-        where = (
-            f"{info['n_lrs']} learning rates done"
-            if info["done"]
-            else f"lr {info['lr_index'] + 1}/{info['n_lrs']} epoch {info['epoch']}/"
-            f"{info['max_epochs']}"
-        )
-        return f"{prefix}{where}, best val {float(info['grid_best_val_accuracy']):.3f}"
+        n_lrs, max_epochs = info["n_lrs"], info["max_epochs"]
+        if info["done"]:
+            where = f"{n_lrs} learning rates done"
+        else:
+            where = f"lr {info['lr_index'] + 1}{'' if n_lrs is None else f'/{n_lrs}'} "
+            where += f"epoch {info['epoch']}{'' if max_epochs is None else f'/{max_epochs}'}"
+        line = f"{prefix}{where}, best val {float(info['grid_best_val_accuracy']):.3f}"
     except (KeyError, TypeError, ValueError):
         return None
+    return line + (" (snapshot)" if n_lrs is None else "")
 
 
 class _ProgressWatcher:
@@ -579,6 +585,114 @@ def _iter_dask(
             client.cancel([f for f in futures if not f.done()])
 
 
+def _select_cells(
+    exp: Experiment,
+    preset: str,
+    seeds: int | None,
+    data_dir: str | None,
+    device: str | None,
+    methods: Sequence[str] | None,
+    settings: Sequence[str] | None,
+) -> list[Cell]:
+    """The cells of ``exp`` under ``preset``, restricted to ``methods`` and ``settings``."""
+    cells = expand_cells(exp, preset, seeds, data_dir=data_dir, device=device)
+    if methods is not None:
+        unknown = [m for m in methods if m not in exp.methods]
+        if unknown or not methods:
+            raise ValueError(
+                f"methods must be a non-empty subset of {exp.name}'s methods "
+                f"{list(exp.methods)}; got {list(methods)}"
+            )
+        cells = [c for c in cells if c.method in methods]
+    if settings is not None:
+        labels = [st.label for st in exp.settings(preset)]
+        unknown = [lb for lb in settings if lb not in labels]
+        if unknown or not settings:
+            raise ValueError(
+                f"settings must be a non-empty subset of {exp.name}'s settings {labels} "
+                f"under preset {preset!r}; got {list(settings)}"
+            )
+        cells = [c for c in cells if c.label in settings]
+    return cells
+
+
+def _snapshot_root(results: Path, snapshot_dir: str | Path | None) -> Path:
+    """The cells' snapshot folder: ``snapshot_dir``, or ``<results>.snapshots``."""
+    root = (
+        Path(snapshot_dir)
+        if snapshot_dir is not None
+        else results.with_name(results.name + ".snapshots")
+    )
+    return root.absolute()
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """Where one cell of a sweep stands (:func:`sweep_status`).
+
+    Attributes
+    ----------
+    label, method, seed, cell_id
+        The cell.
+    state : {"done", "in progress", "to run"}
+        In the results file; not there but with an SG snapshot to resume from; neither.
+    detail : str
+        Done: its test accuracy and wall seconds. In progress: where its SG training
+        stands (:func:`cell_progress`), as of the progress file's last write.
+    """
+
+    label: str
+    method: str
+    seed: int
+    cell_id: str
+    state: str
+    detail: str = ""
+
+
+def sweep_status(
+    experiment: str | Path | Experiment,
+    preset: str = "quick",
+    seeds: int | None = None,
+    results: str | Path | None = None,
+    methods: Sequence[str] | None = None,
+    settings: Sequence[str] | None = None,
+    snapshot_dir: str | Path | None = None,
+) -> list[CellStatus]:
+    """Where every cell of a sweep stands, from its results file and snapshots only.
+
+    Runs nothing and writes nothing; safe beside a running sweep. The arguments are
+    :func:`reproduce`'s. A results file of another config is refused as there.
+    """
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    exp.preset(preset)
+    cells = _select_cells(exp, preset, seeds, None, None, methods, settings)
+    path = Path(results) if results is not None else default_results_path(exp.name, preset)
+    done: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        header, entries, _ = read_results(path)
+        if header is not None:
+            check_header(header, path, exp, preset)
+        done = {e["cell_id"]: e for e in entries}
+    snaps = _Snapshots(_snapshot_root(path, snapshot_dir))
+    out = []
+    for c in cells:
+        if c.cell_id in done:
+            entry = done[c.cell_id]
+            acc = entry["record"].get("test_acc")
+            wall = entry.get("host", {}).get("wall_s")
+            parts = [f"test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""]
+            parts.append(f"{wall:,.0f} s" if isinstance(wall, (int, float)) else "")
+            state, detail = "done", ", ".join(p for p in parts if p)
+        elif snaps.holds(c):
+            assert snaps.root is not None
+            where = cell_progress(snaps.root / c.cell_id)
+            state, detail = "in progress", where or "snapshot, no progress file"
+        else:
+            state, detail = "to run", ""
+        out.append(CellStatus(c.label, c.method, c.seed, c.cell_id, state, detail))
+    return out
+
+
 def reproduce(
     experiment: str | Path | Experiment,
     preset: str = "quick",
@@ -672,34 +786,10 @@ def reproduce(
         raise ValueError(f"workers must be >= 1; got {workers}")
     if scheduler and executor != "dask":
         raise ValueError(f"scheduler needs executor 'dask'; got executor {executor!r}")
-    cells = expand_cells(exp, preset, seeds, data_dir=data_dir, device=device)
-    if methods is not None:
-        unknown = [m for m in methods if m not in exp.methods]
-        if unknown or not methods:
-            raise ValueError(
-                f"methods must be a non-empty subset of {exp.name}'s methods "
-                f"{list(exp.methods)}; got {list(methods)}"
-            )
-        cells = [c for c in cells if c.method in methods]
-    if settings is not None:
-        labels = [st.label for st in exp.settings(preset)]
-        unknown = [lb for lb in settings if lb not in labels]
-        if unknown or not settings:
-            raise ValueError(
-                f"settings must be a non-empty subset of {exp.name}'s settings {labels} "
-                f"under preset {preset!r}; got {list(settings)}"
-            )
-        cells = [c for c in cells if c.label in settings]
+    cells = _select_cells(exp, preset, seeds, data_dir, device, methods, settings)
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
     every_s = check_snapshot_interval(snapshot_every_s, "snapshot_every_s")
-    snap_root = None
-    if snapshots:
-        snap_root = (
-            Path(snapshot_dir)
-            if snapshot_dir is not None
-            else path.with_name(path.name + ".snapshots")
-        ).absolute()
-    snaps = _Snapshots(snap_root, every_s)
+    snaps = _Snapshots(_snapshot_root(path, snapshot_dir) if snapshots else None, every_s)
     t0 = time.perf_counter()
     with ResultsFile(path, exp, preset) as store:
         todo = [c for c in cells if c.cell_id not in store.entries]
