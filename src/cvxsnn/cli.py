@@ -278,6 +278,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             methods=args.methods,
             settings=args.settings,
             snapshot_dir=args.snapshot_dir,
+            device=args.device,
         )
         rows = [(c.label, c.method, str(c.seed), c.state, c.detail) for c in cells]
         head = ("setting", "method", "seed", "state", "detail")

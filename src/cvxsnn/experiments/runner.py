@@ -657,15 +657,19 @@ def sweep_status(
     methods: Sequence[str] | None = None,
     settings: Sequence[str] | None = None,
     snapshot_dir: str | Path | None = None,
+    device: str | None = None,
 ) -> list[CellStatus]:
     """Where every cell of a sweep stands, from its results file and snapshots only.
 
     Runs nothing and writes nothing; safe beside a running sweep. The arguments are
-    :func:`reproduce`'s. A results file of another config is refused as there.
+    :func:`reproduce`'s (``device`` is part of a cell's identity: give the sweep's). A
+    results file of another config is refused as there. A cell that is running but has
+    written no snapshot yet (a CVX cell, an SG cell before its first write) shows as
+    "to run".
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     exp.preset(preset)
-    cells = _select_cells(exp, preset, seeds, None, None, methods, settings)
+    cells = _select_cells(exp, preset, seeds, None, device, methods, settings)
     path = Path(results) if results is not None else default_results_path(exp.name, preset)
     done: dict[str, dict[str, Any]] = {}
     if path.exists():
