@@ -168,7 +168,10 @@ def _peers(C: int, penalty: str) -> dict[str, Any]:
     return out
 
 
-def _cvxpy_fit(X, Y, rho, tol, penalty):
+def _cvxpy_fit(X, Y, rho, tol, penalty, time_limit=None):
+    """cvxpy + Clarabel on the primal; Clarabel stops at ``time_limit`` seconds (its
+    answer is then whatever it holds, or zeros when it holds none, and the caller's
+    certificate decides)."""
     import cvxpy as cp
 
     n, P = X.shape
@@ -178,7 +181,13 @@ def _cvxpy_fit(X, Y, rho, tol, penalty):
     prob = cp.Problem(cp.Minimize(cp.sum_squares(Y - Z) / (2 * n) + rho * R))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
+        opts = {} if time_limit is None else {"time_limit": float(time_limit)}
+        try:
+            prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, **opts)
+        except cp.error.SolverError:  # stopped at the time limit without an answer
+            pass
+    if W.value is None or b.value is None:
+        return np.zeros((P, Y.shape[1])), np.zeros(Y.shape[1])
     return W.value, b.value
 
 
@@ -256,7 +265,7 @@ def run_problem(name, D, Y, ratio, penalty, cap, repeat, peers, use_cvxpy) -> li
     fits = dict(peers)
     if use_cvxpy:
         fits["cvxpy+clarabel"] = lambda X, Y, r, tol, warm: (
-            *_cvxpy_fit(X, Y, r, tol, penalty),
+            *_cvxpy_fit(X, Y, r, tol, penalty, time_limit=cap),
             None,
         )
     rows += _peer_rows(base, fits, X, D, Y, [rho], penalty, cap, repeat, med)
@@ -298,7 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", default="1", help="BLAS threads for all (write --threads=N)")
     ap.add_argument("--cvxpy-max-n", type=int, default=1000, help="cvxpy only up to this n")
+    ap.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma list of peers to run, among {PEERS}"
+    )
     args = ap.parse_args(argv)
+    chosen = [p for p in args.peers.split(",") if p]
+    if any(p not in PEERS for p in chosen):
+        ap.error(f"--peers: choose among {PEERS}; got {args.peers!r}")
 
     problems: list[tuple[str, np.ndarray, np.ndarray]] = []
     for s in filter(None, args.sizes.split(",")):
@@ -322,11 +337,11 @@ def main(argv: list[str] | None = None) -> None:
             pens = ["l1"] if Y.shape[1] == 1 else ["l1", "group_l2"]
             pens = [p for p in pens if p in args.penalties.split(",")]
             for pen in pens:
-                peers = _peers(Y.shape[1], pen)
+                peers = {k: v for k, v in _peers(Y.shape[1], pen).items() if k in chosen}
                 for ratio in map(float, args.ratios.split(",")):
                     new = run_problem(
                         name, D, Y, ratio, pen, args.cap, args.repeat, peers,
-                        D.shape[0] <= args.cvxpy_max_n,
+                        "cvxpy" in chosen and D.shape[0] <= args.cvxpy_max_n,
                     )  # fmt: skip
                     rows += new
                     print(format_table(new, COLUMNS), flush=True)
@@ -336,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(format_table(new, COLUMNS), flush=True)
     print("\n" + format_table(rows, COLUMNS))
 
+
+PEERS = ("skglm", "celer", "sklearn", "cvxpy")
 
 COLUMNS = ["problem", "penalty", "rho/rho_max", "solver", "time_s", "runs", "x ours", "rel_gap",
            "tol", "peak_MiB"]  # fmt: skip

@@ -277,7 +277,12 @@ def build_dictionary(
     -----
     The kernel runs once per distinct input sequence when at least a tenth of
     the samples are repeats (:func:`cvxsnn.samples.repeated_samples`); the rows
-    of a repeated sample are copied, so the atoms are the same bit for bit.
+    of a repeated sample are copied. The atoms are those of a pass over every
+    sample except where a membrane lies within rounding of its threshold: the
+    float64 matmul of a BLAS (MKL here) may round a row differently in the last
+    bit when the batch around it changes size, for any inner dimension, so
+    membranes agree to rounding and spikes exactly up to such ties. The
+    reconstruction check compares every row and reports the smallest margin.
 
     Deduplication packs each column's bits (``np.packbits`` along rows) and
     runs ``np.unique`` on the packed columns viewed as fixed-length byte

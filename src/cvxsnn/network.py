@@ -521,8 +521,11 @@ class ParallelLIFNet(nn.Module):
         The last layer's spikes at the supervised steps are gathered chunk by chunk
         through :meth:`last_spikes` (reused buffers, chunks of ``chunk_rows``
         samples, :meth:`chunk_samples` by default), then read out in one product
-        over all samples, as ``forward`` does: the values are ``forward``'s bit for
-        bit (a test checks it), while a forward pass over a whole validation split
+        over all samples, as ``forward`` does: the values are ``forward``'s (a test
+        checks it bit for bit, and so did SG runs at the standard MNIST-SEQ sizes;
+        a BLAS may round a chunk's membranes differently from the whole batch's in
+        the last bit, which changes a spike only at a tie with its threshold),
+        while a forward pass over a whole validation split
         allocates (T, B, K, m) tensors per layer (0.9 GiB at T = 56, B = 2,000,
         K m = 2,048 in float32) and runs about three times slower. Memory holds the
         (S, B, K, m) spikes of the supervised steps.
