@@ -563,6 +563,59 @@ def test_row_merging_is_exact():
     assert compress_rows(Dictionary(D2)) is None
 
 
+def _compress_rows_by_hash(Dk):
+    """Row merging as the solver did it before the byte-string pass (hash groups, then an
+    exact check): the reference for the distinct rows, their order and the maps."""
+    from cvxsnn.solver._rows import _MIN_GAIN, _SAMPLE
+
+    rng = np.random.default_rng(0)
+    sample = rng.choice(Dk.n, _SAMPLE, replace=False)
+    if np.unique(Dk.Dt[:, sample].T, axis=0).shape[0] == _SAMPLE:  # no repeat in the sample
+        return None
+    weights = rng.integers(1, 2**20, size=(Dk.P, 2)).astype(np.float64)
+    h = Dk.dw(weights)
+    _, first, inv, counts = np.unique(
+        h, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inv = inv.reshape(-1)
+    if first.size > _MIN_GAIN * Dk.n:
+        return None
+    dup = np.flatnonzero(first[inv] != np.arange(Dk.n))
+    if dup.size and not np.array_equal(Dk.Dt[:, dup], Dk.Dt[:, first[inv[dup]]]):
+        return None
+    return Dk.Dt[:, first], inv, counts
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_distinct=st.integers(1, 400),
+    n=st.integers(512, 1500),
+    P=st.integers(1, 90),
+    density=st.floats(0.05, 0.95),
+    seed=st.integers(0, 10_000),
+)
+def test_row_merging_equals_the_hash_grouping(n_distinct, n, P, density, seed):
+    # The byte-string pass finds the same distinct rows, in the same order, with the same
+    # maps and counts as hash grouping with an exact check (every later product sums over
+    # the distinct rows in this order, so solves are unchanged bit for bit).
+    from cvxsnn.solver._rows import compress_rows
+    from cvxsnn.solver.certificate import Dictionary
+
+    rng = np.random.default_rng(seed)
+    pool = (rng.random((n_distinct, P)) < density).astype(np.uint8)
+    D = pool[rng.integers(0, n_distinct, n)]
+    Dk = Dictionary(D)
+    got, want = compress_rows(Dk), _compress_rows_by_hash(Dk)
+    assert (got is None) == (want is None)  # no repeat in the sample, or too many distinct
+    if want is None:
+        return
+    Ut, inv, counts = want
+    np.testing.assert_array_equal(got.U.Dt, Ut)
+    np.testing.assert_array_equal(got.inv, inv)
+    np.testing.assert_array_equal(got.counts, counts)
+    np.testing.assert_array_equal(got.U.Dt.T[got.inv], D)
+
+
 def test_path_matches_cold_solves_and_reuses_gram():
     D, y = _real_like_dictionary(seed=1)
     path = solve_path(D, y, n_rhos=5, rho_min_ratio=1e-2, tol=1e-9)
