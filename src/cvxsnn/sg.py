@@ -1047,7 +1047,7 @@ def train_sg(
             "elapsed_s": time.perf_counter() - t0,
         }
 
-    def write_progress(i: int, lr_state: Callable[[], dict[str, Any]]) -> None:
+    def write_snapshot(i: int, lr_state: Callable[[], dict[str, Any]]) -> None:
         assert snap is not None
         if snap.due():
             snap.write(grid_state({"lr_index": i, **lr_state()}))
@@ -1091,7 +1091,7 @@ def train_sg(
             desc = f"SG lr={lr:g} ({i + 1}/{len(config.lrs)})"
             current = saved["current"] if saved is not None else None
             resume = current if current is not None and current["lr_index"] == i else None
-            on_epoch = functools.partial(write_progress, i) if snap is not None else None
+            on_epoch = functools.partial(write_snapshot, i) if snap is not None else None
             on_report = functools.partial(report, i) if snap is not None else None
             net, hist = _train_one_lr(
                 start_net,
