@@ -714,3 +714,13 @@ def test_solve_memory_estimate_bounds_the_traced_peak():
     assert estimate_solve_bytes(n, P, 1, 100) < estimate_solve_bytes(n, P, 1)
     with pytest.raises(ValueError, match="P must be >= 1"):
         estimate_solve_bytes(n, 0)
+
+
+def test_packed_rows_in_blocks_equal_one_pass():
+    from cvxsnn.solver._rows import _packed_rows
+
+    rng = np.random.default_rng(0)
+    Dt = (rng.random((37, 1001)) < 0.5).astype(np.uint8)  # P = 37 atoms, n = 1001 rows
+    whole = np.packbits(Dt.T, axis=1)
+    for block_bytes in (1, 37, 100, 37 * 1001, 1 << 26):
+        np.testing.assert_array_equal(_packed_rows(Dt, block_bytes), whole)

@@ -87,7 +87,7 @@ def compress_rows(Dk: Dictionary) -> RowCompressed | None:
     if np.unique(pk.view(np.dtype((np.void, pk.shape[1]))).ravel()).size == _SAMPLE:
         return None
     weights = rng.integers(1, 2**20, size=(Dk.P, 2)).astype(np.float64)  # sums < 2^53: exact
-    rows = np.packbits(np.ascontiguousarray(Dk.Dt.T), axis=1)  # (n, ceil(P / 8)) bytes
+    rows = _packed_rows(Dk.Dt)  # (n, ceil(P / 8)) bytes
     _, first, inv, counts = np.unique(
         rows.view(np.dtype((np.void, rows.shape[1]))).ravel(),
         return_index=True,
@@ -104,3 +104,19 @@ def compress_rows(Dk: Dictionary) -> RowCompressed | None:
     first, counts, inv = first[order], counts[order], rank[inv.reshape(-1)]
     U = Dictionary(Dk.Dt[:, first].T)
     return RowCompressed(U, inv.astype(np.intp), counts.astype(np.float64), Dk.P)
+
+
+def _packed_rows(Dt: NDArray[np.uint8], block_bytes: int = 1 << 26) -> NDArray[np.uint8]:
+    """The rows of D = Dt^T with their bits packed into bytes, shape (n, ceil(P / 8)).
+
+    Blocks of rows are transposed to contiguous memory before packing (at most
+    ``block_bytes`` at a time): packing across the rows of the atom-major Dt directly
+    (axis 0) is about 8 times slower, and a transposed copy of all of D would double its
+    memory.
+    """
+    P, n = Dt.shape
+    out = np.empty((n, (P + 7) // 8), dtype=np.uint8)
+    step = max(1, block_bytes // max(P, 1))
+    for a in range(0, n, step):
+        out[a : a + step] = np.packbits(np.ascontiguousarray(Dt[:, a : a + step].T), axis=1)
+    return out
