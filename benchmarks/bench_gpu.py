@@ -31,7 +31,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,10 +42,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _runner import sg_epoch, time_call  # noqa: E402
+
 from cvxsnn.dictionary import build_dictionary  # noqa: E402
 from cvxsnn.network import NetConfig, ParallelLIFNet  # noqa: E402
 from cvxsnn.pipeline import TrainConfig, encode_targets, train  # noqa: E402
-from cvxsnn.sg import SGConfig, head_weights_for, sg_loss  # noqa: E402
+from cvxsnn.sg import SGConfig, head_weights_for  # noqa: E402
 from cvxsnn.solver import duality_gap, rho_max, solve  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 from cvxsnn.witnesses import sample_witnesses  # noqa: E402
@@ -60,16 +61,28 @@ def sync(device: str) -> None:
 
 
 def timed(fn, device: str, repeat: int) -> tuple[float, list[float], Any]:
-    """Median seconds of ``repeat`` calls (after one untimed warm-up call when repeat > 1)."""
-    out = fn() if repeat > 1 else None
-    times = []
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
+    """Median seconds of ``repeat`` calls (after one untimed warm-up call when repeat > 1),
+    each call waiting for the device to finish."""
+
+    def call() -> Any:
         out = fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
+        return out
+
+    if repeat > 1:
+        call()
+    t = time_call(call, repeat, trace_memory=False)
+    return t.median_s, list(t.times_s), t.result
+
+
+def compared(device_s: float, device_times: list[float], cpu_s: float) -> dict[str, Any]:
+    """The timing fields of a row that runs one call on the device and on the CPU."""
+    return {
+        "device_s": round(device_s, 4),
+        "device_runs_s": [round(t, 4) for t in device_times],
+        "cpu_s": round(cpu_s, 4),
+        "cpu_over_device": round(cpu_s / device_s, 2),
+    }
 
 
 class Bench:
@@ -130,10 +143,7 @@ class Bench:
                 section="dictionary",
                 setting=f"MNIST-SEQ T=28 L=3 K={K} m=32 n={n}",
                 P=int(g_dic.atoms.shape[1]),
-                device_s=round(g_med, 4),
-                device_runs_s=[round(t, 4) for t in g_times],
-                cpu_s=round(c_med, 4),
-                cpu_over_device=round(c_med / g_med, 2),
+                **compared(g_med, g_times, c_med),
                 identical_atoms=bool(same),
             )
             if K == (64 if small else 640):
@@ -180,10 +190,7 @@ class Bench:
         self.add(
             section="solve",
             setting=f"MNIST-SEQ P={dic.atoms.shape[1]} atoms, n={D.shape[0]}, l1, 0.1 rho_max",
-            device_s=round(g_med, 4),
-            device_runs_s=[round(t, 4) for t in g_times],
-            cpu_s=round(c_med, 4),
-            cpu_over_device=round(c_med / g_med, 2),
+            **compared(g_med, g_times, c_med),
             device_rel_gap=gc.rel_gap,
             cpu_rel_gap=cc.rel_gap,
             primal_diff=abs(gc.primal - cc.primal),
@@ -212,34 +219,14 @@ class Bench:
                     net.reset_parameters(
                         gain=sgc.init_gain, generator=torch.Generator().manual_seed(0)
                     )
-                    net.train()
-                    params = [p for p in net.parameters() if p.requires_grad]
-                    opt = torch.optim.Adam(params, lr=sgc.lrs[0])
-                    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1)).to(dev)
-                    total = torch.zeros((), device=dev)
-                    for a in range(0, n, sgc.batch_size):
-                        idx = perm[a : a + sgc.batch_size]
-                        out = net(ds.x[:, idx], ds.steps)
-                        loss = sg_loss(out, ds.targets[:, idx], cfg.out_layout, weights)
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        torch.nn.utils.clip_grad_norm_(params, sgc.grad_clip)
-                        opt.step()
-                        with torch.no_grad():
-                            for th in net.thetas:
-                                th.clamp_(min=sgc.theta_min)
-                        total += loss.detach() * idx.numel()
-                    return float(total) / n
+                    return sg_epoch(net, ds.x, ds.targets, ds.steps, weights, sgc)
 
                 res[tag] = timed(epoch, dev, repeat=3 if tag == "device" else 1)
             (g_med, g_times, g_loss), (c_med, _, c_loss) = res["device"], res["cpu"]
             self.add(
                 section="sg",
                 setting=f"MNIST-SEQ T={T} L=3 K=64 m=32 n={n} B=64 float32, one epoch",
-                device_s=round(g_med, 4),
-                device_runs_s=[round(t, 4) for t in g_times],
-                cpu_s=round(c_med, 4),
-                cpu_over_device=round(c_med / g_med, 2),
+                **compared(g_med, g_times, c_med),
                 mean_loss=(round(g_loss, 5), round(c_loss, 5)),
             )
 

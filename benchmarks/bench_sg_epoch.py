@@ -40,7 +40,7 @@ from snntorch import surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, time_call  # noqa: E402
+from _runner import format_table, sg_epoch, time_call  # noqa: E402
 
 import cvxsnn.network  # noqa: E402
 from cvxsnn.network import NetConfig, ParallelLIFNet  # noqa: E402
@@ -150,26 +150,9 @@ def run_setting(name: str, n: int, K: int, m: int, repeat: int) -> dict:
         return net
 
     def ours_epoch(fused: bool = True) -> float:
-        net = fresh()
-        net.train()
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
-        total = 0.0
-        for a in range(0, n, sgc.batch_size):
-            idx = perm[a : a + sgc.batch_size]
-            with _recurrence(fused):
-                out = net(x_all[:, idx], steps)
-            loss = sg_loss(out, y_all[:, idx], cfg.out_layout, weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, sgc.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                for th in net.thetas:
-                    th.clamp_(min=sgc.theta_min)
-            total += float(loss.detach()) * idx.numel()
-        return total / n
+        return sg_epoch(
+            fresh(), x_all, y_all, steps, weights, sgc, context=lambda: _recurrence(fused)
+        )
 
     def peer_epoch() -> float:
         net = SnnTorchNet(fresh(), sgc.surrogate_scale)
