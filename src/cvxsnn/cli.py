@@ -269,17 +269,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from cvxsnn.experiments.runner import reproduce, sweep_status
 
+    # the arguments that pick the cells and where their results and snapshots are
+    which = dict(
+        preset=args.preset,
+        seeds=args.seeds,
+        results=args.results,
+        methods=args.methods,
+        settings=args.settings,
+        snapshot_dir=args.snapshot_dir,
+        device=args.device,
+    )
     if args.status:
-        cells = sweep_status(
-            args.table,
-            preset=args.preset,
-            seeds=args.seeds,
-            results=args.results,
-            methods=args.methods,
-            settings=args.settings,
-            snapshot_dir=args.snapshot_dir,
-            device=args.device,
-        )
+        cells = sweep_status(args.table, **which)
         rows = [(c.label, c.method, str(c.seed), c.state, c.detail) for c in cells]
         head = ("setting", "method", "seed", "state", "detail")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
@@ -290,20 +291,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     summary = reproduce(
         args.table,
-        preset=args.preset,
-        seeds=args.seeds,
+        **which,
         executor=args.executor,
         workers=args.workers,
         scheduler=args.scheduler,
-        results=args.results,
         data_dir=args.data_dir,
-        device=args.device,
         progress=not args.quiet,
         reuse=args.reuse,
-        methods=args.methods,
-        settings=args.settings,
         snapshots=not args.no_snapshots,
-        snapshot_dir=args.snapshot_dir,
         snapshot_every_s=args.snapshot_every,
     )
     json.dump(vars(summary), sys.stdout, indent=2, sort_keys=True)
