@@ -184,6 +184,55 @@ def test_cell_progress_line(tmp_path):
     assert runner_mod.cell_progress(tmp_path) == "3 learning rates done, best val 0.918"
 
 
+def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path):
+    """After a kill the progress file (rewritten every epoch) can be ahead of the snapshot
+    (written every snapshot_every_s): the resume line reads the snapshot, and the status
+    shows both when they differ."""
+    from cvxsnn.sg import SNAPSHOT_KIND
+
+    def snapshot(finished, current):
+        hist = [dict(best_val_accuracy=a, epochs_run=200, best_epoch=e) for a, e in finished]
+        state = dict(kind=SNAPSHOT_KIND, finished=hist, current=current, elapsed_s=9.0)
+        torch.save(state, tmp_path / "sg.pt")
+
+    def progress(**kw):
+        info = dict(lr_index=0, n_lrs=3, lr=1e-3, epoch=150, max_epochs=200, val_accuracy=0.88)
+        info.update(best_val_accuracy=0.887, best_epoch=146, grid_best_val_accuracy=0.887)
+        info.update(elapsed_s=10.0, done=False, updated=time.time())
+        info.update(kw)
+        SGSnapshot(tmp_path / "sg.pt").write_progress(info)
+
+    # killed at epoch 150 of the first rate; the last snapshot was written after epoch 146
+    snapshot([], dict(lr_index=0, epoch=146, best=(0.886, 0.3, 140)))
+    progress()
+    assert runner_mod.cell_progress(tmp_path) == "lr 1/3 epoch 150/200, best val 0.887"
+    resumes = "lr 1/3 epoch 146/200, best val 0.886"
+    assert runner_mod.cell_progress(tmp_path, saved=True) == resumes
+    assert runner_mod._status_detail(tmp_path) == (
+        f"lr 1/3 epoch 150/200, best val 0.887; resumes from its snapshot at {resumes}"
+    )
+    # a snapshot written when a rate ended is the next rate's epoch 0: nothing is lost
+    snapshot([(0.887, 146)], None)
+    progress(lr_index=1, epoch=0, best_val_accuracy=0.1, best_epoch=0)
+    assert runner_mod.cell_progress(tmp_path, saved=True) == "lr 2/3 epoch 0/200, best val 0.887"
+    assert runner_mod._status_detail(tmp_path) == "lr 2/3 epoch 0/200, best val 0.887"
+    progress(lr_index=1, epoch=3, best_val_accuracy=0.5, best_epoch=3)
+    assert runner_mod._status_detail(tmp_path).endswith(
+        "; resumes from its snapshot at lr 2/3 epoch 0/200, best val 0.887"
+    )
+    # ... and after the last rate, the whole grid
+    snapshot([(0.887, 146), (0.85, 120), (0.86, 99)], None)
+    progress(lr_index=2, epoch=129, done=True)
+    assert runner_mod.cell_progress(tmp_path, saved=True) == "3 learning rates done, best val 0.887"
+    assert runner_mod._status_detail(tmp_path) == "3 learning rates done, best val 0.887"
+    # without a progress file both read the snapshot, which lacks the grid's size
+    (tmp_path / "sg.progress.json").unlink()
+    snapshot([], dict(lr_index=0, epoch=146, best=(0.886, 0.3, 140)))
+    assert runner_mod._status_detail(tmp_path) == "lr 1 epoch 146, best val 0.886 (snapshot)"
+    (tmp_path / "sg.pt").write_bytes(b"not a snapshot")
+    assert runner_mod._status_detail(tmp_path) == "unreadable snapshot"
+
+
 def test_sweep_shows_where_its_running_sg_cells_are(reference, tmp_path, monkeypatch, capsys):
     """The progress bar names each running SG cell's learning rate, epoch and best
     validation accuracy, read from its progress file while it trains."""

@@ -855,8 +855,10 @@ def snapshot_progress(path: str | Path) -> dict[str, Any] | None:
     None when ``path`` is not a readable snapshot.
 
     For snapshots without a progress file beside them. The snapshot is written at most
-    every ``every_s`` seconds, so this can lag the training; it does not hold the grid's
-    size or the epoch limit (``n_lrs`` and ``max_epochs`` are None).
+    every ``every_s`` seconds, so this can lag the training; it is the state a resumed
+    run starts from. It does not hold the grid's size or the epoch limit (``n_lrs`` and
+    ``max_epochs`` are None); ``rate_ended`` says that it was written at the end of a
+    learning rate (a resumed run starts the next rate at its epoch 0).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -867,6 +869,7 @@ def snapshot_progress(path: str | Path) -> dict[str, Any] | None:
     try:
         finished = [float(h["best_val_accuracy"]) for h in state["finished"]]
         cur = state["current"]
+        rate_ended = cur is None
         if cur is not None:
             acc, _, best_epoch = cur["best"]
             where = {"lr_index": int(cur["lr_index"]), "epoch": int(cur["epoch"])}
@@ -885,6 +888,7 @@ def snapshot_progress(path: str | Path) -> dict[str, Any] | None:
         "grid_best_val_accuracy": max([where["best_val_accuracy"], *finished]),
         "elapsed_s": float(state["elapsed_s"]),
         "done": False,
+        "rate_ended": rate_ended,
         "updated": Path(path).stat().st_mtime,
     }
 

@@ -431,29 +431,46 @@ PROGRESS_POLL_S = 15.0
 _STAGES = {"sg": "", "sg_continue": "continued "}  # snapshot stem -> how its line starts
 
 
-def cell_progress(folder: str | Path, since: float | None = None) -> str | None:
-    """One line on the SG training whose snapshots are in ``folder``, or None.
+def _stage_info(folder: Path, stem: str, saved: bool, since: float | None) -> dict | None:
+    """One stage's progress summary: its progress file, or (``saved``) its snapshot."""
+    info = read_progress(folder / f"{stem}.progress.json")
+    if saved:
+        snap = snapshot_progress(folder / f"{stem}.pt")
+        if snap is not None and info is not None:  # the grid's size and epoch limit
+            snap["n_lrs"], snap["max_epochs"] = info.get("n_lrs"), info.get("max_epochs")
+            if snap.get("rate_ended") and isinstance(snap["n_lrs"], int):
+                # written at the end of a rate: a rerun starts the next one at epoch 0
+                if snap["lr_index"] + 1 < snap["n_lrs"]:
+                    snap["lr_index"], snap["epoch"] = snap["lr_index"] + 1, 0
+                else:
+                    snap["done"] = True
+        info = snap
+    elif info is None and since is None:
+        info = snapshot_progress(folder / f"{stem}.pt")
+    if info is None or (since is not None and float(info.get("updated", 0.0)) < since):
+        return None
+    return info
 
-    Read from the progress files that :func:`cvxsnn.sg.train_sg` keeps beside its
-    snapshots (:func:`cvxsnn.sg.progress_path`): the learning rate and epoch in progress
-    and the best validation accuracy so far, e.g. ``lr 2/3 epoch 41/200, best val
-    0.918``. For SG-SG the continued run's file, once written, is the one shown. Files
-    last written before ``since`` (Unix time) are ignored. Without ``since``, a snapshot
-    with no progress file beside it is read itself (slower; the line then ends in
-    ``(snapshot)``).
-    """
+
+def _latest_stage(folder: Path, saved: bool, since: float | None) -> tuple[dict, str] | None:
     latest = None
     for stem, prefix in _STAGES.items():
-        info = read_progress(Path(folder) / f"{stem}.progress.json")
-        if info is None and since is None:
-            info = snapshot_progress(Path(folder) / f"{stem}.pt")
-        if info is None or (since is not None and float(info.get("updated", 0.0)) < since):
+        info = _stage_info(folder, stem, saved, since)
+        if info is None:
             continue
         if latest is None or info.get("updated", 0.0) >= latest[0].get("updated", 0.0):
             latest = (info, prefix)
-    if latest is None:
-        return None
-    info, prefix = latest
+    return latest
+
+
+def _position(info: dict, prefix: str) -> tuple[Any, ...]:
+    """(stage, learning rate index, epoch) of a summary; (stage, "done") once trained."""
+    if info.get("done"):
+        return prefix, "done"
+    return prefix, info.get("lr_index"), info.get("epoch")
+
+
+def _progress_line(info: dict, prefix: str) -> str | None:
     try:
         n_lrs, max_epochs = info["n_lrs"], info["max_epochs"]
         if info["done"]:
@@ -465,6 +482,42 @@ def cell_progress(folder: str | Path, since: float | None = None) -> str | None:
     except (KeyError, TypeError, ValueError):
         return None
     return line + (" (snapshot)" if n_lrs is None else "")
+
+
+def cell_progress(
+    folder: str | Path, since: float | None = None, *, saved: bool = False
+) -> str | None:
+    """One line on the SG training whose snapshots are in ``folder``, or None.
+
+    Read from the progress files that :func:`cvxsnn.sg.train_sg` keeps beside its
+    snapshots (:func:`cvxsnn.sg.progress_path`): the learning rate and epoch in progress
+    and the best validation accuracy so far, e.g. ``lr 2/3 epoch 41/200, best val
+    0.918``. For SG-SG the continued run's file, once written, is the one shown. Files
+    last written before ``since`` (Unix time) are ignored. Without ``since``, a snapshot
+    with no progress file beside it is read itself (slower; the line then ends in
+    ``(snapshot)``).
+
+    The progress file is rewritten every epoch, the snapshot at most every
+    ``snapshot_every_s`` seconds, so after a kill the file can be ahead of the state a
+    rerun resumes from. ``saved=True`` reads that state: the snapshots themselves (the
+    grid's size and epoch limit taken from the progress file).
+    """
+    latest = _latest_stage(Path(folder), saved, since)
+    return None if latest is None else _progress_line(*latest)
+
+
+def _status_detail(folder: Path) -> str:
+    """Where an interrupted cell stands, and where a rerun resumes when that is earlier."""
+    latest = _latest_stage(folder, False, None)
+    if latest is None:
+        return "unreadable snapshot"
+    line = _progress_line(*latest) or "snapshot, unreadable progress file"
+    saved = _latest_stage(folder, True, None)
+    if saved is None:
+        return f"{line}; no readable snapshot: a rerun starts the cell afresh"
+    if _position(*saved) != _position(*latest):
+        line += f"; resumes from its snapshot at {_progress_line(*saved)}"
+    return line
 
 
 class _ProgressWatcher:
@@ -638,7 +691,9 @@ class CellStatus:
         In the results file; not there but with an SG snapshot to resume from; neither.
     detail : str
         Done: its test accuracy and wall seconds. In progress: where its SG training
-        stands (:func:`cell_progress`), as of the progress file's last write.
+        stands (:func:`cell_progress`), as of the progress file's last write, followed by
+        "; resumes from its snapshot at ..." when the snapshot a rerun resumes from is
+        behind that (the file is rewritten every epoch, the snapshot less often).
     """
 
     label: str
@@ -689,8 +744,7 @@ def sweep_status(
             state, detail = "done", ", ".join(p for p in parts if p)
         elif snaps.holds(c):
             assert snaps.root is not None
-            where = cell_progress(snaps.root / c.cell_id)
-            state, detail = "in progress", where or "snapshot, no progress file"
+            state, detail = "in progress", _status_detail(snaps.root / c.cell_id)
         else:
             state, detail = "to run", ""
         out.append(CellStatus(c.label, c.method, c.seed, c.cell_id, state, detail))
@@ -816,7 +870,7 @@ def reproduce(
             for c in todo:
                 if snaps.holds(c):
                     assert snaps.root is not None
-                    where = cell_progress(snaps.root / c.cell_id)
+                    where = cell_progress(snaps.root / c.cell_id, saved=True)
                     print(
                         f"[cvxsnn] {c.label} / {c.method} / seed {c.seed} resumes from its "
                         f"snapshot{f' ({where})' if where else ''} in {snaps.root / c.cell_id}",
