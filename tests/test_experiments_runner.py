@@ -460,6 +460,63 @@ def test_process_pool_gives_the_same_records(reference, tmp_path):
     assert _records(pool) == ref
 
 
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_interrupted_process_pool_stops_its_running_cells(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM sent to the sweep's process alone (a scheduler, ``kill PID``) stops
+    the worker processes at once instead of waiting hours for their cells to end."""
+    import signal
+    from types import SimpleNamespace
+
+    import _sleepy_cell
+
+    monkeypatch.setattr(runner_mod, "run_cell", _sleepy_cell.run_cell)
+    cells = [
+        SimpleNamespace(config=SimpleNamespace(to_dict=dict), cell_id=f"c{i}") for i in range(3)
+    ]
+    snaps = runner_mod._Snapshots(tmp_path)
+    stream = runner_mod._iter_local(cells, 2, runner_mod._Stop(), snaps)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    def pids() -> list[int]:
+        return [int(p.read_text()) for p in tmp_path.glob("*/pid")]
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        # interrupt once both workers run a cell (checked every 0.2 s, for up to 60 s)
+        def arm(signum, frame):
+            if len(pids()) == 2 or time.monotonic() > deadline:
+                signal.signal(signal.SIGALRM, interrupt)
+                raise KeyboardInterrupt
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+
+        deadline = time.monotonic() + 60
+        signal.signal(signal.SIGALRM, arm)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    running = pids()
+    assert len(running) == 2  # the third cell never started
+    end = time.monotonic() + 10
+    while any(_alive(p) for p in running) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in running), "a worker outlived the interrupt"
+    assert time.monotonic() - t0 < 60 + 10
+
+
 def test_dask_local_cluster_gives_the_same_records(reference, tmp_path):
     cfg, ref = reference
     dask = tmp_path / "dask.jsonl"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -448,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    previous = _sigterm_interrupts()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, MemoryError) as err:
@@ -456,6 +458,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cvxsnn {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_interrupts() -> Any:
+    """Make SIGTERM (``kill PID``, a scheduler's stop) interrupt a command as Ctrl-C does, so
+    that a sweep stops its worker processes and keeps what it finished; returns the
+    previous handler, or None off the main thread (where handlers cannot be set)."""
+    try:
+        return signal.signal(signal.SIGTERM, _sigterm_interrupt)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -590,9 +590,28 @@ def _iter_local(
                 if stop.set:  # cells not started are dropped; running ones finish
                     for other in futures:
                         other.cancel()
+        except BaseException:
+            # Interrupted (Ctrl-C or SIGTERM to this process alone) or closed early: stop the
+            # running cells now rather than wait hours for them; their snapshots keep what
+            # they trained, so a rerun resumes them.
+            _terminate_workers(pool)
+            raise
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the pool's worker processes."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown drops it
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
 
 def _iter_dask(
@@ -915,6 +934,17 @@ def reproduce(
                             f"done: {cell.label} {cell.method} seed {cell.seed}", refresh=False
                         )
                         bar.update(1)
+            except KeyboardInterrupt:
+                if progress:
+                    bar.close()
+                    where = "" if snaps.root is None else f" (SG cells from {snaps.root})"
+                    print(
+                        f"[cvxsnn] interrupted: {n_run + done_before + n_reused} finished cells "
+                        f"are saved in {path}; rerun the same command to resume{where}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                raise
             finally:
                 bar.close()
                 stream.close()
