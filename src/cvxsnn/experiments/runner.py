@@ -607,11 +607,11 @@ def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
     if terminate is not None:
         terminate()
         return
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown drops it
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(Exception):
             proc.terminate()
+    # the pool sees its workers gone, marks itself broken and closes its queues
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _iter_dask(
