@@ -580,8 +580,10 @@ def _iter_local(
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, c.config.to_dict(), *snaps.args(c)): c for c in cells}
+        futures: dict[cf.Future, Cell] = {}
         try:
+            for c in cells:
+                futures[pool.submit(run_cell, c.config.to_dict(), *snaps.args(c))] = c
             for fut in cf.as_completed(futures):
                 if fut.cancelled():
                     continue
