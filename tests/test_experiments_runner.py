@@ -209,13 +209,14 @@ def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path):
     resumes = "lr 1/3 epoch 146/200, best val 0.886"
     assert runner_mod.cell_progress(tmp_path, saved=True) == resumes
     assert runner_mod._status_detail(tmp_path) == (
-        f"lr 1/3 epoch 150/200, best val 0.887; resumes from its snapshot at {resumes}"
+        f"lr 1/3 epoch 150/200, best val 0.887, 10 s trained; resumes from its snapshot at "
+        f"{resumes}"
     )
     # a snapshot written when a rate ended is the next rate's epoch 0: nothing is lost
     snapshot([(0.887, 146)], None)
     progress(lr_index=1, epoch=0, best_val_accuracy=0.1, best_epoch=0)
     assert runner_mod.cell_progress(tmp_path, saved=True) == "lr 2/3 epoch 0/200, best val 0.887"
-    assert runner_mod._status_detail(tmp_path) == "lr 2/3 epoch 0/200, best val 0.887"
+    assert runner_mod._status_detail(tmp_path) == "lr 2/3 epoch 0/200, best val 0.887, 10 s trained"
     progress(lr_index=1, epoch=3, best_val_accuracy=0.5, best_epoch=3)
     assert runner_mod._status_detail(tmp_path).endswith(
         "; resumes from its snapshot at lr 2/3 epoch 0/200, best val 0.887"
@@ -224,11 +225,15 @@ def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path):
     snapshot([(0.887, 146), (0.85, 120), (0.86, 99)], None)
     progress(lr_index=2, epoch=129, done=True)
     assert runner_mod.cell_progress(tmp_path, saved=True) == "3 learning rates done, best val 0.887"
-    assert runner_mod._status_detail(tmp_path) == "3 learning rates done, best val 0.887"
+    assert runner_mod._status_detail(tmp_path) == (
+        "3 learning rates done, best val 0.887, 10 s trained"
+    )
     # without a progress file both read the snapshot, which lacks the grid's size
     (tmp_path / "sg.progress.json").unlink()
     snapshot([], dict(lr_index=0, epoch=146, best=(0.886, 0.3, 140)))
-    assert runner_mod._status_detail(tmp_path) == "lr 1 epoch 146, best val 0.886 (snapshot)"
+    assert runner_mod._status_detail(tmp_path) == (
+        "lr 1 epoch 146, best val 0.886, 9 s trained (snapshot)"
+    )
     (tmp_path / "sg.pt").write_bytes(b"not a snapshot")
     assert runner_mod._status_detail(tmp_path) == "unreadable snapshot"
 
@@ -283,13 +288,15 @@ def test_status_lists_done_in_progress_and_to_run_cells(
         if c.state == "done":
             assert c.detail.startswith(f"test acc {records[c.cell_id]['record']['test_acc']:.3f}, ")
     running = status[("L=2", "sg", 0)]
-    assert re.fullmatch(r"lr 2/3 epoch 0/1, best val \d\.\d{3}", running.detail)
+    assert re.fullmatch(r"lr 2/3 epoch 0/1, best val \d\.\d{3}, \d+ s trained", running.detail)
     # a snapshot without its progress file (written by an older cvxsnn) is read itself;
     # it was last written when the first rate ended
     snap_dir = tmp_path / "r.jsonl.snapshots" / running.cell_id
     (snap_dir / "sg.progress.json").unlink()
     (again,) = [c for c in sweep_status(cfg, results=out) if c.cell_id == running.cell_id]
-    assert re.fullmatch(r"lr 1 epoch 1, best val \d\.\d{3} \(snapshot\)", again.detail)
+    assert re.fullmatch(
+        r"lr 1 epoch 1, best val \d\.\d{3}, \d+ s trained \(snapshot\)", again.detail
+    )
 
     assert main(["reproduce", str(cfg), "--results", str(out), "--status"]) == 0
     printed = capsys.readouterr().out

@@ -512,6 +512,10 @@ def _status_detail(folder: Path) -> str:
     if latest is None:
         return "unreadable snapshot"
     line = _progress_line(*latest) or "snapshot, unreadable progress file"
+    elapsed = latest[0].get("elapsed_s")
+    if isinstance(elapsed, (int, float)):
+        tail = " (snapshot)" if line.endswith(" (snapshot)") else ""
+        line = f"{line.removesuffix(tail)}, {elapsed:,.0f} s trained{tail}"
     saved = _latest_stage(folder, True, None)
     if saved is None:
         return f"{line}; no readable snapshot: a rerun starts the cell afresh"
