@@ -1,5 +1,5 @@
 """A stand-in for ``runner.run_cell`` that a spawned worker can import: it records its
-process id in its snapshot folder and then blocks, like an hours-long SG cell."""
+process id in its snapshot folder and then blocks for 120 s, like an hours-long SG cell."""
 
 from __future__ import annotations
 
@@ -13,4 +13,4 @@ def run_cell(config: dict, snapshot_dir: str | None, every_s: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pid.tmp").write_text(str(os.getpid()))
     os.replace(folder / "pid.tmp", folder / "pid")
-    time.sleep(600)
+    time.sleep(120)
