@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import statistics
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Timing", "format_table", "sg_epoch", "time_call"]
+__all__ = ["Capped", "Timing", "format_table", "run_capped", "sg_epoch", "time_call"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,70 @@ def time_call(fn: Callable[[], Any], repeat: int = 3, trace_memory: bool = True)
         finally:
             tracemalloc.stop()
     return Timing(statistics.median(times), tuple(times), peak, result)
+
+
+@dataclass(frozen=True)
+class Capped:
+    """What :func:`run_capped` saw: the result and the call's own wall time, or why not.
+
+    ``status`` is ``"ok"``, ``"timeout"`` (the call was stopped at the cap; ``result`` and
+    ``time_s`` are None) or ``"error"`` (``error`` holds the exception's type and message).
+    """
+
+    status: str
+    result: Any = None
+    time_s: float | None = None
+    error: str = ""
+
+
+def _child(conn: Any, fn: Callable[[], Any]) -> None:
+    try:
+        t0 = time.perf_counter()
+        result = fn()
+        conn.send(("ok", result, time.perf_counter() - t0, ""))
+    except BaseException as exc:  # reported to the parent, which decides
+        conn.send(("error", None, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def run_capped(fn: Callable[[], Any], cap_s: float) -> Capped:
+    """Call ``fn()`` in a forked child process and stop it after ``cap_s`` seconds.
+
+    A peer library's ``fit`` cannot be interrupted from Python once it is inside compiled
+    code, so a cap checked between calls lets one fit run far past it. In a child the cap is
+    a hard one: at ``cap_s`` the child is killed and the call reported as a timeout.
+    ``fn`` needs no pickling (the child is forked with the parent's memory); its result
+    comes back pickled. The time returned is measured inside the child around ``fn()``
+    alone (not the fork or the transfer of the result).
+
+    Where ``fork`` does not exist (Windows) ``fn`` runs in this process and the cap is only
+    checked after it returns.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        t0 = time.perf_counter()
+        result = fn()
+        el = time.perf_counter() - t0
+        return Capped("ok", result, el) if el <= cap_s else Capped("timeout")
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(max(cap_s, 0.0)):
+            return Capped("timeout")
+        try:
+            status, result, el, err = recv.recv()
+        except EOFError:  # the child died without a word (killed, out of memory)
+            proc.join(5)
+            return Capped("error", error=f"child process exited with code {proc.exitcode}")
+        return Capped(status, result, el, err)
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
 
 
 def sg_epoch(
