@@ -206,7 +206,7 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
     rows = []
     for pname, fit in fits.items():
 
-        def run_seq(tol, fit=fit, X=X, Y=Y):
+        def run_seq(tol, fit=fit, X=X, Y=Y, rhos=rhos):
             warm, res = None, []
             for r in rhos:
                 coef, icpt, warm = fit(X, Y, r, tol, warm)
@@ -218,8 +218,10 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
             if pname == "cvxpy+clarabel":  # a Clarabel solve here hangs every later fork
                 import cvxpy  # noqa: F401
             else:
+                # a sparse answer on a slice: quick, and it runs the compiled paths
                 head = slice(0, min(X.shape[0], 200))
-                run_seq(PEER_TOLS[0], X=np.ascontiguousarray(X[head]), Y=Y[head])
+                r = 0.5 * rho_max(D[head], Y[head], penalty=penalty) or 1.0
+                run_seq(PEER_TOLS[0], X=np.ascontiguousarray(X[head]), Y=Y[head], rhos=[r])
         except Exception as exc:  # a peer incompatible with the installed libraries
             rows.append({**base, "solver": pname, "time_s": f"error ({type(exc).__name__})"})
             continue
