@@ -12,7 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Capped", "Timing", "format_table", "run_capped", "sg_epoch", "time_call"]
+__all__ = [
+    "Capped",
+    "Timing",
+    "format_table",
+    "machine_rates",
+    "run_capped",
+    "sg_epoch",
+    "time_call",
+]
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,27 @@ def run_capped(fn: Callable[[], Any], cap_s: float) -> Capped:
         if proc.is_alive():
             proc.kill()
         proc.join(5)
+
+
+def machine_rates(repeat: int = 3) -> dict[str, float]:
+    """This machine's ceilings for the rooflines, measured now (so under the same load as
+    the run beside them): matmul FLOP/s in float64 and float32 (one 2048^3 product) and
+    copy bandwidth in bytes/s (512 MiB read and written once)."""
+    import torch
+
+    out = {}
+    for name, dt in (("float64", torch.float64), ("float32", torch.float32)):
+        a = torch.randn(2048, 2048, dtype=dt)
+        b = torch.randn(2048, 2048, dtype=dt)
+        a @ b
+        t = time_call(lambda a=a, b=b: a @ b, repeat=repeat, trace_memory=False).median_s
+        out[f"flops_{name}"] = 2 * 2048**3 / t
+    src = torch.empty(2**26, dtype=torch.float64).fill_(1.0)  # 512 MiB
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    t = time_call(lambda: dst.copy_(src), repeat=repeat, trace_memory=False).median_s
+    out["bandwidth"] = 2 * src.numel() * 8 / t  # read + write
+    return out
 
 
 def sg_epoch(

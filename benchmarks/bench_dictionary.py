@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, time_call  # noqa: E402
+from _runner import format_table, machine_rates, time_call  # noqa: E402
 
 from cvxsnn.dictionary import (  # noqa: E402
     build_dictionary,
@@ -135,23 +135,6 @@ def snntorch_spikes(stacks, x: torch.Tensor, steps: tuple[int, ...]) -> np.ndarr
 # --------------------------------------------------------------------------- #
 # Roofline
 # --------------------------------------------------------------------------- #
-def machine_rates(repeat: int = 3) -> dict[str, float]:
-    """Matmul FLOP/s (float64, float32; 2048^3) and copy bandwidth (bytes/s; 512 MiB)."""
-    out = {}
-    for name, dt in (("float64", torch.float64), ("float32", torch.float32)):
-        a = torch.randn(2048, 2048, dtype=dt)
-        b = torch.randn(2048, 2048, dtype=dt)
-        a @ b
-        t = time_call(lambda a=a, b=b: a @ b, repeat=repeat, trace_memory=False).median_s
-        out[f"flops_{name}"] = 2 * 2048**3 / t
-    src = torch.empty(2**26, dtype=torch.float64).fill_(1.0)  # 512 MiB
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    t = time_call(lambda: dst.copy_(src), repeat=repeat, trace_memory=False).median_s
-    out["bandwidth"] = 2 * src.numel() * 8 / t  # read + write
-    return out
-
-
 def build_cost(
     T: int, n: int, S: int, d_eff: int, K: int, widths: tuple[int, ...], n_run: int | None = None
 ) -> dict[str, float]:
