@@ -69,6 +69,12 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def derivative_(self, x: Tensor, work: Tensor) -> Tensor:
+        """:meth:`derivative` of ``x`` written over ``x`` (returned), equal to it bit for
+        bit; ``work`` is scratch of ``x``'s shape and dtype. Subclasses may avoid the
+        temporaries; this default does not."""
+        return x.copy_(self.derivative(x))
+
     def spike(self, x: Tensor) -> Tensor:
         """Return ``1[x > 0]`` in the dtype of ``x``; the surrogate in backward."""
         if torch.is_grad_enabled() and x.requires_grad:
@@ -92,6 +98,12 @@ class Sigmoid(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         s = torch.sigmoid(self.slope * x)
         return self.slope * s * (1.0 - s)
+
+    def derivative_(self, x: Tensor, work: Tensor) -> Tensor:
+        # the operations of derivative() in its order, in place: (slope s) (1 - s)
+        s = torch.sigmoid_(x.mul_(self.slope))
+        torch.neg(s, out=work).add_(1.0)  # 1 + (-s) rounds as 1 - s
+        return s.mul_(self.slope).mul_(work)
 
 
 @dataclass(frozen=True)
@@ -375,22 +387,36 @@ class _FusedLIFRun(torch.autograd.Function):
         grad_cur = torch.empty_like(mem)
         T = mem.shape[0]
         sum_a = sum_reset = None
-        for t in range(T - 1, -1, -1):
+        # The last step runs as the graph of lif_step does (fresh tensors: the memory
+        # layout of the threshold-gradient accumulators, which sets the order of their
+        # final reduction, is the graph's). Every earlier step forms a_t in its slot of
+        # grad_cur with its temporaries in three reused buffers: the same elementwise
+        # operations in the same order, so the same values bit for bit.
+        t = T - 1
+        if grad_spikes is None:
+            adj = torch.zeros_like(mem[t])
+        else:
+            adj = grad_spikes[t] * ctx.surrogate.derivative(mem[t] - theta)  # a_t
+        if want_theta:
+            sum_a = adj.clone()
+        if grad_v_last is not None:
+            adj = adj + grad_v_last
+        grad_cur[t] = adj
+        if want_theta and t > 0:
+            sum_reset = adj * spk[t - 1]
+        x, work, tmp = (torch.empty_like(mem[0]) for _ in range(3))
+        for t in range(T - 2, -1, -1):
+            adj = grad_cur[t]
             if grad_spikes is None:
-                adj = torch.zeros_like(mem[t])
+                adj.zero_()
             else:
-                adj = grad_spikes[t] * ctx.surrogate.derivative(mem[t] - theta)  # a_t
+                torch.sub(mem[t], theta, out=x)
+                torch.mul(grad_spikes[t], ctx.surrogate.derivative_(x, work), out=adj)  # a_t
             if want_theta:
-                sum_a = adj.clone() if sum_a is None else sum_a.add_(adj)
-            if t == T - 1:
-                if grad_v_last is not None:
-                    adj = adj + grad_v_last
-            else:
-                adj = adj.add_(grad_cur[t + 1] * beta)  # a_t + beta dL/dU_{t+1}
-            grad_cur[t] = adj
+                sum_a.add_(adj)
+            adj.add_(torch.mul(grad_cur[t + 1], beta, out=tmp))  # a_t + beta dL/dU_{t+1}
             if want_theta and t > 0:
-                r = adj * spk[t - 1]
-                sum_reset = r if sum_reset is None else sum_reset.add_(r)
+                sum_reset.add_(torch.mul(adj, spk[t - 1], out=tmp))
         grad_theta = None
         if want_theta:
             total = sum_a if sum_reset is None else sum_a.add_(sum_reset)
