@@ -5,8 +5,8 @@ scaling of scikit-learn / celer / skglm Lasso with alpha = rho, fit_intercept=Tr
 every answer is certified by cvxsnn's own ``duality_gap``. A peer's tolerance is tightened
 (1e-4, 1e-6, ... 1e-14) until its answer reaches rel gap <= 1e-6 or its time cap is spent;
 then it is reported as '> cap'. Each peer run is a child process killed at the cap, so
-the cap holds even inside one long fit. Peers get D already as float64 (their conversion is not
-timed); cvxsnn gets the uint8 dictionary and its preparation is timed.
+the cap holds even inside one long fit. Peers get D already as float64 (their conversion
+is not timed); cvxsnn gets the uint8 dictionary and its preparation is timed.
 
 Examples
 --------
