@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", type=Path, required=True, help="the sweep's results file")
     ap.add_argument("--settings", default="", help="comma list of setting labels (all)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--snapshot-dir", type=Path, default=None, help="as given to the sweep")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    root = Path(str(args.results) + ".snapshots")
+    root = args.snapshot_dir or Path(str(args.results) + ".snapshots")
     labels = set(filter(None, args.settings.split(",")))
     print("| setting | seed | kept network | val acc (snapshot) | val acc (again) | test acc |")
     print("|---|---|---|---|---|---|")
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         path = root / cell.cell_id / "sg.pt"
         if not path.exists():
-            print(f"{cell.label} seed {cell.seed}: no snapshot at {path}", file=sys.stderr)
+            print(f"{cell.label} seed {cell.seed}: no snapshot at {path} (finished, or not "
+                  "started)", file=sys.stderr)  # fmt: skip
             continue
         saved = torch.load(path, map_location="cpu", weights_only=True)
         sgc = _sg_config(cell.config)
