@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import format_table, machine_rates, time_call  # noqa: E402
+from bench_solver import DATA_DIR, real_problem  # noqa: E402
 
 from cvxsnn.solver.certificate import Dictionary  # noqa: E402
 
@@ -45,10 +46,7 @@ COLUMNS = [
 
 def real_mnist(n: int, data_dir: str) -> tuple[str, np.ndarray]:
     """The MNIST-SEQ spike dictionary of the solver benchmark (T = 28, L = 3, K = 64)."""
-    from bench_solver import REAL, real_problem
-
-    REAL["mnist"][1]["data_dir"] = data_dir
-    label, D, _ = real_problem("mnist", n)
+    label, D, _ = real_problem("mnist", n, data_dir=data_dir)
     return label, D
 
 
@@ -90,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--real", default="mnist", help="'mnist' or '' (none)")
     ap.add_argument("--mnist-n", type=int, default=10000)
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared"
-                                              / "data" / "mnist"))  # fmt: skip
+    ap.add_argument("--data-dir", default=str(DATA_DIR))
     ap.add_argument("--sizes", default="50000x8000", help="comma list of NxP Bernoulli sizes")
     ap.add_argument("--outputs", default="1,10", help="comma list of C (columns of R)")
     ap.add_argument("--repeat", type=int, default=3)

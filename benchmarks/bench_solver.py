@@ -81,12 +81,16 @@ REAL = {  # name -> (task, make_task kwargs, L, K)
     "xor10": ("xor", dict(steps=6), 10, 64),
     "xorwide": ("xor", dict(steps=6), 3, 512),
     "addition": ("addition", dict(steps=6, base=3), 3, 64),
-    "mnist": ("mnist-seq", dict(steps=28, data_dir="/work/shared/data/mnist"), 3, 64),
+    "mnist": ("mnist-seq", dict(steps=28), 3, 64),
 }
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
-def real_problem(name: str, n: int, m: int = 32, seed: int = 0) -> tuple:
-    """A spike dictionary of a real task (Gaussian witnesses) and its squared-loss targets."""
+def real_problem(
+    name: str, n: int, m: int = 32, seed: int = 0, data_dir: str | Path = DATA_DIR
+) -> tuple:
+    """A spike dictionary of a real task (Gaussian witnesses) and its squared-loss targets;
+    MNIST-SEQ reads its IDX files from ``data_dir``."""
     import torch
 
     from cvxsnn.dictionary import build_dictionary
@@ -95,6 +99,8 @@ def real_problem(name: str, n: int, m: int = 32, seed: int = 0) -> tuple:
     from cvxsnn.witnesses import sample_witnesses
 
     task_name, kw, L, K = REAL[name]
+    if task_name == "mnist-seq":
+        kw = {**kw, "data_dir": str(data_dir)}
     task = make_task(task_name, n_train=n, n_val=10, n_test=10, seed=seed, **kw)
     params = sample_witnesses(
         task.train.d, (m,) * (L - 1), K, generator=torch.Generator().manual_seed(seed)
@@ -241,10 +247,12 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
             if worst <= TARGET:
                 med, n_rep = el, 1
                 if el * repeat <= cap:
-                    tm = run_capped(lambda tol=tol: time_call(lambda: run_seq(tol), repeat, False),
-                                    cap)  # fmt: skip
+                    tm = run_capped(
+                        lambda tol=tol: time_call(lambda: run_seq(tol), repeat, False).median_s,
+                        cap,
+                    )  # only the median comes back: the answers were certified above
                     if tm.status == "ok":
-                        med, n_rep = tm.result.median_s, repeat
+                        med, n_rep = tm.result, repeat
                 row = {"time_s": med, "rel_gap": worst, "tol": tol, "x ours": med / t_ours,
                        "runs": n_rep}  # fmt: skip
                 break
