@@ -27,7 +27,7 @@ import torch
 from cvxsnn.evaluate import evaluate
 from cvxsnn.experiments import expand_cells, load_experiment
 from cvxsnn.pipeline import _make_task, _net_config, _sg_config
-from cvxsnn.sg import _initial_net
+from cvxsnn.sg import _initial_net, selection_key
 
 
 def _candidates(saved: dict, lrs: tuple[float, ...]) -> list[tuple[tuple, str, dict]]:
@@ -35,14 +35,14 @@ def _candidates(saved: dict, lrs: tuple[float, ...]) -> list[tuple[tuple, str, d
     out = []
     if saved.get("best_net") is not None:
         h = saved["finished"][saved["best_index"]]
-        key = (-h["best_val_accuracy"], h["best_val_loss"], h["lr"])
+        key = selection_key(h["best_val_accuracy"], h["best_val_loss"], h["lr"])
         out.append((key, f"lr {h['lr']:g} (finished) epoch {h['best_epoch']}", saved["best_net"]))
     cur = saved.get("current")
     if cur is not None and cur.get("best_state") is not None:
         acc, loss, epoch = cur["best"]
         lr = lrs[cur["lr_index"]]
         desc = f"lr {lr:g} (epoch {cur['epoch']} of its run) epoch {epoch}"
-        out.append(((-acc, loss, lr), desc, cur["best_state"]))
+        out.append((selection_key(acc, loss, lr), desc, cur["best_state"]))
     return sorted(out, key=lambda c: c[0])
 
 

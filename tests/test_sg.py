@@ -19,6 +19,7 @@ from cvxsnn.sg import (
     progress_path,
     read_progress,
     save_checkpoint,
+    selection_key,
     sg_loss,
     train_sg,
 )
@@ -126,6 +127,13 @@ def test_lr_grid_selects_best_validation(task):
     # Every learning rate starts from the same initial network.
     starts = {(h.records[0].val_loss, h.records[0].val_accuracy) for h in res.histories}
     assert len(starts) == 1
+
+
+def test_selection_key_orders_accuracy_then_loss_then_rate():
+    # what the grid and benchmarks/provisional_sg.py both sort by
+    runs = [(0.90, 0.30, 1e-3), (0.91, 0.50, 1e-2), (0.90, 0.20, 1e-2), (0.90, 0.20, 1e-3)]
+    ranked = sorted(runs, key=lambda r: selection_key(*r))
+    assert ranked == [(0.91, 0.50, 1e-2), (0.90, 0.20, 1e-3), (0.90, 0.20, 1e-2), runs[0]]
 
 
 def test_patience_stops_early(task, monkeypatch):

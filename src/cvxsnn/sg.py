@@ -63,6 +63,7 @@ __all__ = [
     "progress_path",
     "read_progress",
     "save_checkpoint",
+    "selection_key",
     "sg_loss",
     "snapshot_progress",
     "train_sg",
@@ -577,9 +578,15 @@ def _better(acc: float, loss: float, best_acc: float, best_loss: float) -> bool:
     return loss < best_loss
 
 
+def selection_key(val_accuracy: float, val_loss: float, lr: float) -> tuple[float, float, float]:
+    """Sort key of the protocol's choice among learning rates (smallest first): higher
+    validation accuracy, then lower validation loss, then the smaller rate."""
+    return (-val_accuracy, val_loss, lr)
+
+
 def _lr_key(hist: LRHistory) -> tuple[float, float, float]:
-    """Sort key of a learning-rate run: best accuracy, then lower loss, then smaller lr."""
-    return (-hist.best_val_accuracy, hist.best_val_loss, hist.lr)
+    """Sort key of a finished learning-rate run (:func:`selection_key` of its best)."""
+    return selection_key(hist.best_val_accuracy, hist.best_val_loss, hist.lr)
 
 
 def _initial_net(
