@@ -207,6 +207,24 @@ def test_save_load_round_trip(tmp_path):
     assert set(payload) == {"header_json", "state_dict"}
 
 
+def test_from_hidden_params_equals_an_initialised_net_given_the_same_params():
+    ref = _net(3, (4, 5), seed=4)
+    params = ref.hidden_params()
+    state = torch.get_rng_state()
+    net = ParallelLIFNet.from_hidden_params(ref.config, params, dtype=torch.float64)
+    assert torch.equal(torch.get_rng_state(), state)  # no weights drawn
+    for a, b in zip(net.hidden_params(), params, strict=True):
+        if isinstance(a, tuple):
+            assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+        else:
+            assert torch.equal(a, b)
+    assert not net.w_out.any() and not net.b_out.any()
+    x = torch.rand(6, 5, 3, dtype=torch.float64)
+    assert torch.equal(net.run_hidden(x).spikes[-1], ref.run_hidden(x).spikes[-1])
+    with pytest.raises(ValueError, match="shape mismatch"):
+        ParallelLIFNet.from_hidden_params(_net(2, (4, 5)).config, params)
+
+
 def test_load_rejects_foreign_files(tmp_path):
     bad = tmp_path / "x.pt"
     torch.save({"a": torch.zeros(1)}, bad)

@@ -458,18 +458,7 @@ def _net_for(
         bias_channel=bias_channel,
         learn_theta=False,
     )
-    # A private generator keeps the global RNG untouched by the throwaway init.
-    net = ParallelLIFNet(
-        config, device=device, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-    )
-    dev = net.device
-    net.set_hidden_params(
-        HiddenParams(
-            params.w_in.to(device=dev, dtype=torch.float64),
-            tuple(w.to(device=dev, dtype=torch.float64) for w in params.w_hidden),
-            tuple(t.to(device=dev, dtype=torch.float64) for t in params.thetas),
-        )
-    )
+    net = ParallelLIFNet.from_hidden_params(config, params, device=device, dtype=torch.float64)
     net.requires_grad_(False)
     return net
 

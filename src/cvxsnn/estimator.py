@@ -218,9 +218,7 @@ def _silent_network(
         head_classes=head_classes,
         beta=beta,
     )
-    net = ParallelLIFNet(
-        config, device=device, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-    )
+    net = ParallelLIFNet(config, device=device, dtype=torch.float64, init=False)
     with torch.no_grad():
         for p in (net.w_in, *net.w_hidden, net.w_out):
             p.zero_()

@@ -209,6 +209,10 @@ class ParallelLIFNet(nn.Module):
         floating dtype; float64 on CPU for the convex path).
     generator : torch.Generator, optional
         Source of randomness for the initial weights.
+    init : bool
+        Draw the initial weights (:meth:`reset_parameters`). ``False`` leaves the
+        hidden weights unset, thresholds 1 and the readout zero, for a caller that
+        writes every hidden parameter next; :meth:`from_hidden_params` does both.
 
     Notes
     -----
@@ -225,6 +229,8 @@ class ParallelLIFNet(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
+        *,
+        init: bool = True,
     ) -> None:
         super().__init__()
         self.config = config
@@ -240,7 +246,31 @@ class ParallelLIFNet(nn.Module):
         )
         self.w_out = nn.Parameter(torch.empty(K, widths[-1], config.n_out, **kw))
         self.b_out = nn.Parameter(torch.zeros(config.n_out, **kw))
-        self.reset_parameters(generator=generator)
+        if init:
+            self.reset_parameters(generator=generator)
+        else:
+            with torch.no_grad():
+                self.w_out.zero_()
+
+    @classmethod
+    def from_hidden_params(
+        cls,
+        config: NetConfig,
+        params: HiddenParams,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ParallelLIFNet:
+        """A network with the given hidden parameters and a zero readout, built without
+        drawing initial weights (the draw costs more than a short forward pass)."""
+        net = cls(config, device=device, dtype=dtype, init=False)
+        net.set_hidden_params(
+            HiddenParams(
+                params.w_in.to(device=net.device, dtype=net.dtype),
+                tuple(w.to(device=net.device, dtype=net.dtype) for w in params.w_hidden),
+                tuple(t.to(device=net.device, dtype=net.dtype) for t in params.thetas),
+            )
+        )
+        return net
 
     # ------------------------------------------------------------------ #
     def reset_parameters(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
@@ -695,8 +725,8 @@ def load_model(
         )
     config = NetConfig.from_dict(header["config"])
     state = payload["state_dict"]
-    net = ParallelLIFNet(config, device=device, dtype=dtype or state["w_in"].dtype)
-    net.load_state_dict(state)
+    net = ParallelLIFNet(config, device=device, dtype=dtype or state["w_in"].dtype, init=False)
+    net.load_state_dict(state)  # every parameter
     return net, header.get("extra", {})
 
 

@@ -264,17 +264,10 @@ def reconstruct(
             }
         },
     )
-    net = ParallelLIFNet(
-        config, device=device, dtype=dtype, generator=torch.Generator().manual_seed(0)
+    net = ParallelLIFNet.from_hidden_params(
+        config, HiddenParams(w_in, tuple(w_hidden), tuple(thetas)), device=device, dtype=dtype
     )
     dev = net.device
-    net.set_hidden_params(
-        HiddenParams(
-            w_in.to(dev, dtype),
-            tuple(w.to(dev, dtype) for w in w_hidden),
-            tuple(t.to(dev, dtype) for t in thetas),
-        )
-    )
     with torch.no_grad():
         net.w_out.copy_(w_out.to(dev, dtype))
         net.b_out.copy_(torch.as_tensor(intercept, dtype=torch.float64).to(dev, dtype))

@@ -197,7 +197,7 @@ def import_nir(path_or_graph: str | Path | Any) -> ParallelLIFNet:
         beta=float(_meta(graph, "beta")),
         bias_channel=bool(_meta(graph, "bias_channel")),
     )
-    net = ParallelLIFNet(config, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    net = ParallelLIFNet(config, dtype=torch.float64, init=False)  # every parameter set below
     nodes, d = graph.nodes, config.d_in
     with torch.no_grad():
         for k in range(K):

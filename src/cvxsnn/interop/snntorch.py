@@ -127,15 +127,8 @@ class SNNTorchImport:
             beta=self.beta,
             bias_channel=True,
         )
-        net = ParallelLIFNet(
-            config, device=device, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-        )
-        net.set_hidden_params(
-            HiddenParams(
-                self.params.w_in.to(net.device),
-                tuple(w.to(net.device) for w in self.params.w_hidden),
-                tuple(t.to(net.device) for t in self.params.thetas),
-            )
+        net = ParallelLIFNet.from_hidden_params(
+            config, self.params, device=device, dtype=torch.float64
         )
         with torch.no_grad():
             net.w_out.copy_(self.readout_weight)
