@@ -160,18 +160,20 @@ def test_surrogate_ascent_patterns_are_exact_and_cg_monotone(tiny):
 
 
 @pytest.mark.parametrize("widths", [(3,), (4, 3), (4, 4, 3)])
-def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths):
-    """ctx.swept equals running every scaled copy through the whole kernel."""
+@pytest.mark.parametrize("n", [30, 200])
+def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths, n):
+    """ctx.swept equals running every scaled copy through the whole kernel (with n = 200
+    at T = 5 most samples repeat, and the sweep runs the distinct ones only)."""
     from cvxsnn.colgen import _scale_last
 
-    x, _ = _xor(5, 30, seed=2)
+    x, _ = _xor(5, n, seed=2)
     ctx = PricingContext(
         x=x,
         steps=(2, 4),
         widths=widths,
         beta=0.9,
         bias_channel=True,
-        u0=np.zeros((60, 1)),
+        u0=np.zeros((2 * n, 1)),
         rho=1.0,
         penalty=make_penalty("l1"),
         generator=_gen(0),
@@ -185,6 +187,10 @@ def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths):
     assert all(torch.equal(a, b) for a, b in zip(swept.w_in, full.w_in, strict=True))
     assert np.array_equal(pats, ctx.spikes(full))
     assert 0 < pats.mean() < 1
+    run_x, distinct = ctx._distinct
+    assert run_x.shape[1] == (n if distinct is None else len(distinct.first))
+    if n == 200:  # at most 2^5 distinct sequences
+        assert distinct is not None and len(distinct.first) <= 32
 
 
 def test_surrogate_ascent_raises_scores_from_random_starts():

@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -46,12 +47,14 @@ from torch import Tensor
 from cvxsnn.dictionary import (
     CACHE_STEP_BYTES,
     SpikeDictionary,
+    _expand_rows,
     _net_for,
     build_dictionary,
     last_layer_spikes,
 )
 from cvxsnn.kernel import get_surrogate, lif_run
 from cvxsnn.network import HiddenParams
+from cvxsnn.samples import DistinctSamples, repeated_samples
 from cvxsnn.solver import SolveResult, solve
 from cvxsnn.solver.certificate import check_targets_array
 from cvxsnn.solver.losses import Loss, LossName, make_loss
@@ -309,17 +312,26 @@ class PricingContext:
             steps=self.steps if calibrated else None,
         )
 
+    @cached_property
+    def _distinct(self) -> tuple[Tensor, DistinctSamples | None]:
+        """The inputs to run (the distinct samples when enough repeat) and their map."""
+        distinct = repeated_samples(self.x)
+        return (self.x if distinct is None else distinct.take(self.x)), distinct
+
     def swept(self, params: HiddenParams, factors: Sequence[float]) -> tuple[HiddenParams, Array]:
         """Branches under a threshold sweep and their last-layer patterns.
 
         Equal to ``(p, self.spikes(p))`` with ``p = _scale_last(params, factors)``
         (factor-major), but the layers below the last run once: a factor on the
         last layer's incoming weights scales its current, so only the last
-        layer's recurrence is run per factor (by the one kernel).
+        layer's recurrence is run per factor (by the one kernel). As in
+        :func:`~cvxsnn.dictionary.last_layer_spikes`, the kernel runs once per
+        distinct input sequence and repeated samples copy its rows.
         """
         swept = _scale_last(params, factors)
         K, _, widths = check_hidden_params(params)
-        n = self.x.shape[1]
+        x, distinct = self._distinct
+        n = x.shape[1]
         S, m_last = len(self.steps), widths[-1]
         out = np.empty((len(factors), S, n, K, m_last), dtype=np.uint8)
         # samples per chunk: one (B, K, m) float64 step tensor stays cache-sized
@@ -329,9 +341,8 @@ class PricingContext:
         with torch.no_grad():
             for a in range(0, n, chunk):
                 b = min(a + chunk, n)
-                inp = _last_layer_input(
-                    params, self.x[:, a:b], self.beta, self.bias_channel, self.device
-                )
+                xb = x[:, a:b]
+                inp = _last_layer_input(params, xb, self.beta, self.bias_channel, self.device)
                 w = w_last.to(device=inp.device, dtype=torch.float64)
                 theta = params.thetas[-1].to(device=inp.device, dtype=torch.float64)
                 step_idx = torch.as_tensor(self.steps, dtype=torch.long, device=inp.device)
@@ -341,6 +352,8 @@ class PricingContext:
                     out[f, :, a:b] = spk.index_select(0, step_idx).to(torch.uint8).cpu()
         # (F, S, n, K, m) -> rows (S n), columns factor-major then branch-major
         pats = out.transpose(1, 2, 0, 3, 4).reshape(S * n, len(factors) * K * m_last)
+        if distinct is not None:
+            pats = _expand_rows(pats, S, distinct.inverse)
         return swept, pats
 
 
