@@ -204,3 +204,21 @@ def test_cuda_evaluation_matches_cpu() -> None:
     net = _net(2, (2,))
     net_gpu = _net(2, (2,)).to("cuda")
     assert evaluate(net_gpu, xor, "test") == evaluate(net, xor, "test")
+
+
+def test_addition_results_do_not_depend_on_the_batch(monkeypatch) -> None:
+    """The default (cache-sized) batch of the step-by-step addition evaluation gives what
+    any other batch gives, OOD sets included."""
+    task = make_task("addition", steps=4, n_train=40, n_val=0, n_test=30, seed=2, base=3)
+    cfg = NetConfig(d_in=3, widths=(6, 5), branches=4, out_layout=(3, 2), head_classes=(3, 2))
+    net = ParallelLIFNet(cfg, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        net.w_in.mul_(4.0)
+        net.w_out.normal_(generator=torch.Generator().manual_seed(4))
+    ref = evaluate(net, task, "test", batch_size=4096)
+    asked = []
+    monkeypatch.setattr(net, "chunk_samples", lambda: asked.append(1) or 7)
+    assert evaluate(net, task, "test") == ref  # batches of 7
+    assert asked  # the default batch is the model's chunk
+    assert evaluate(net, task, "test", batch_size=13) == ref
+    assert 0 < ref["acc"] < 1

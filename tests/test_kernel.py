@@ -93,6 +93,35 @@ def test_in_place_path_is_bit_identical_to_the_pure_step(
     assert torch.equal(start.s, torch.zeros(*shape, dtype=dtype))  # the input is not written
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    beta=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    theta_dtype=st.sampled_from([None, torch.float32, torch.float64]),
+    transposed=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_step_without_grad_equals_the_pure_step(shape, beta, dtype, theta_dtype, transposed, seed):
+    """lif_step without gradients takes the in-place arithmetic (fresh buffers) where it
+    can, and the pure form elsewhere (mixed dtypes); the values are the same bit for bit,
+    and the state passed in is not written."""
+    g = torch.Generator().manual_seed(seed)
+    cur = torch.randn(*shape, generator=g, dtype=dtype) * 2
+    if transposed and cur.dim() > 1:
+        cur = cur.transpose(0, -1)  # a strided step, as the step API's bmm gives
+    theta = torch.rand(tuple(cur.shape[1:]), generator=g, dtype=theta_dtype or dtype) + 0.25
+    v0 = torch.randn(cur.shape, generator=g, dtype=dtype)
+    s0 = (torch.rand(cur.shape, generator=g) > 0.5).to(dtype)
+    ref = lif_step(cur, LIFState(v0, s0), theta, beta, Sigmoid())  # grad on: the pure form
+    v_in, s_in = v0.clone(), s0.clone()
+    with torch.no_grad():
+        got = lif_step(cur, LIFState(v0, s0), theta, beta, Sigmoid())
+    assert got.v.dtype == ref.v.dtype and got.s.dtype == ref.s.dtype
+    assert torch.equal(got.v, ref.v) and torch.equal(got.s, ref.s)
+    assert torch.equal(v0, v_in) and torch.equal(s0, s_in)
+
+
 def test_in_place_step_needs_no_grad_and_falls_back_on_mixed_dtypes():
     cur = torch.randn(3, 2, 4, dtype=torch.float64)
     st0 = init_state(cur[0])

@@ -85,7 +85,7 @@ def evaluate_classification(
     return result
 
 
-def _addition(model: Any, task: TaskData, split: str, batch_size: int) -> dict[str, float]:
+def _addition(model: Any, task: TaskData, split: str, batch_size: int | None) -> dict[str, float]:
     base = int(task.params.get("base", task.train.head_classes[0]))
     sets = {"": get_split(task, split)}
     if split == "test":
@@ -102,7 +102,9 @@ def _addition(model: Any, task: TaskData, split: str, batch_size: int) -> dict[s
     return result
 
 
-def evaluate(model: Any, task: TaskData, split: str, batch_size: int = 4096) -> dict[str, float]:
+def evaluate(
+    model: Any, task: TaskData, split: str, batch_size: int | None = None
+) -> dict[str, float]:
     """Metrics of ``model`` on one split of ``task``.
 
     Parameters
@@ -112,7 +114,10 @@ def evaluate(model: Any, task: TaskData, split: str, batch_size: int = 4096) -> 
     task : TaskData
     split : str
         ``train``, ``val``, ``test`` or a key of ``task.extra``.
-    batch_size : int
+    batch_size : int, optional
+        Sequences per batch: 4096 for classification (``predict`` chunks further
+        itself); for ``addition``, which steps through time, cache-sized batches by
+        default (see :func:`~cvxsnn.tasks.addition.evaluate_addition`).
 
     Returns
     -------
@@ -132,10 +137,12 @@ def evaluate(model: Any, task: TaskData, split: str, batch_size: int = 4096) -> 
         return {"n": 0.0}
     if task.name == "addition":
         return _addition(model, task, split, batch_size)
-    return evaluate_classification(model, data, batch_size)
+    return evaluate_classification(model, data, 4096 if batch_size is None else batch_size)
 
 
-def evaluate_all(model: Any, task: TaskData, batch_size: int = 4096) -> dict[str, dict[str, float]]:
+def evaluate_all(
+    model: Any, task: TaskData, batch_size: int | None = None
+) -> dict[str, dict[str, float]]:
     """:func:`evaluate` on each non-empty split among ``train``, ``val`` and ``test``."""
     splits = [s for s in ("train", "val", "test") if get_split(task, s).n > 0]
     return {split: evaluate(model, task, split, batch_size) for split in splits}

@@ -206,6 +206,9 @@ def lif_step(
         ``state.v`` (an update in place); ``out.s`` must not be ``state.s``.
         The values are bit for bit those of the pure form; only the
         temporaries are saved (the forward pass of the spike dictionary).
+        Without gradients and without ``out`` the same in-place arithmetic
+        runs in two fresh tensors (the step API of autoregressive evaluation),
+        unless the pure form would promote dtypes or broadcast the result.
 
     Returns
     -------
@@ -221,6 +224,14 @@ def lif_step(
     subnormals kept, torch's default: the difference of two distinct floats
     is then never rounded to zero).
     """
+    if (
+        out is None
+        and not torch.is_grad_enabled()
+        and _same_kind(current.unsqueeze(0), theta, beta, state)
+    ):
+        # no graph to keep: the in-place arithmetic in two fresh tensors (the same values
+        # in four passes instead of about seven, without the temporaries)
+        out = LIFState(torch.empty_like(current), torch.empty_like(current))
     if out is not None:
         if torch.is_grad_enabled():
             raise ValueError("lif_step writes into out only with gradients off (torch.no_grad)")
