@@ -223,6 +223,9 @@ def test_from_hidden_params_equals_an_initialised_net_given_the_same_params():
     assert torch.equal(net.run_hidden(x).spikes[-1], ref.run_hidden(x).spikes[-1])
     with pytest.raises(ValueError, match="shape mismatch"):
         ParallelLIFNet.from_hidden_params(_net(2, (4, 5)).config, params)
+    bare = ParallelLIFNet(ref.config, dtype=torch.float64, init=False)
+    assert not any(p.any() for p in (bare.w_in, *bare.w_hidden, bare.w_out, bare.b_out))
+    assert all(bool((t == 1).all()) for t in bare.thetas)
 
 
 def test_load_rejects_foreign_files(tmp_path):

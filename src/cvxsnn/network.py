@@ -210,9 +210,9 @@ class ParallelLIFNet(nn.Module):
     generator : torch.Generator, optional
         Source of randomness for the initial weights.
     init : bool
-        Draw the initial weights (:meth:`reset_parameters`). ``False`` leaves the
-        hidden weights unset, thresholds 1 and the readout zero, for a caller that
-        writes every hidden parameter next; :meth:`from_hidden_params` does both.
+        Draw the initial weights (:meth:`reset_parameters`). ``False`` sets every
+        weight to zero and the thresholds to 1 instead (much cheaper), for a caller
+        that writes the parameters next; :meth:`from_hidden_params` does both.
 
     Notes
     -----
@@ -248,9 +248,10 @@ class ParallelLIFNet(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(config.n_out, **kw))
         if init:
             self.reset_parameters(generator=generator)
-        else:
+        else:  # zeros, not torch.empty's leftovers, for a caller that misses one
             with torch.no_grad():
-                self.w_out.zero_()
+                for w in (self.w_in, *self.w_hidden, self.w_out):
+                    w.zero_()
 
     @classmethod
     def from_hidden_params(
