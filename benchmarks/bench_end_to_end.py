@@ -72,7 +72,7 @@ def run(name: str, method: str, n: int, K: int, m: int, sg_epochs: int, threads:
     else:
         sg = rec["sg"]
         budget = "full protocol" if not sg_epochs else f"BUDGET-LIMITED {sg_epochs} ep/lr"
-        row["detail"] = f"{budget}; lr {sg['sg_selected_lr']:g}, epochs run {sg['sg_epochs']}"
+        row["detail"] = f"{budget}; lr {sg['sg_selected_lr']:g}, kept epoch {sg['sg_epochs']}"
     return row
 
 
