@@ -218,10 +218,8 @@ def _silent_network(
         head_classes=head_classes,
         beta=beta,
     )
-    net = ParallelLIFNet(config, device=device, dtype=torch.float64, init=False)
+    net = ParallelLIFNet(config, device=device, dtype=torch.float64, init=False)  # zero weights
     with torch.no_grad():
-        for p in (net.w_in, *net.w_hidden, net.w_out):
-            p.zero_()
         net.b_out.copy_(torch.as_tensor(intercept, dtype=torch.float64))
     return net.requires_grad_(False)
 
