@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cvxsnn.cli import main
+from cvxsnn.evaluate import evaluate
 from cvxsnn.network import load_model
 from cvxsnn.pipeline import TrainConfig, encode_targets, train
 from cvxsnn.solver import duality_gap
@@ -124,9 +125,14 @@ def test_cvx_mnist_seq_small(mnist_dir):
         data_dir=str(mnist_dir),
         n_rhos=4,
     )
-    rec = train(cfg, progress=False).record
+    res = train(cfg, progress=False)
+    rec = res.record
     assert rec["test_acc"] > 0.3  # ten classes, chance 0.1
     assert rec["rel_gap"] <= 1e-6
+    # the training metrics come from the reconstruction check's outputs: the same as a
+    # fresh evaluation of the returned network
+    assert res.convex.reconstruction.outputs is not None
+    assert rec["metrics"]["train"] == evaluate(res.net, res.task, "train")
 
 
 @pytest.mark.parametrize("penalty", ["l1", "group_l2"])

@@ -204,6 +204,27 @@ def test_check_on_distinct_samples_reports_as_a_pass_over_every_sample(
     assert fast[0].exact and fast[1].n_spike_mismatch == 1 and not fast[1].spikes_identical
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("repeats", [False, True])
+def test_kept_outputs_are_the_networks_outputs_on_every_sample(chunk, repeats):
+    """keep_outputs returns f(x) at the supervised steps for every sample of x (repeats
+    copied from their first occurrence), the values the network's own forward gives."""
+    n = 24
+    x = _with_repeats(4, 6, n, 2, 1) if repeats else torch.rand(4, n, 2, dtype=torch.float64)
+    p = sample_witnesses(2, (5, 4), 3, sigma=1.5, generator=_gen(2))
+    D = build_dictionary(p, x, (1, 3))
+    coef, b = _coef(D.n_atoms, 2, 2)
+    net = reconstruct(p, D, coef, b, **_layout(2))
+    kw = dict(margin_warn=0.0, chunk_rows=chunk)
+    rep = verify_reconstruction(net, D, x, None, coef, b, keep_outputs=True, **kw)
+    assert verify_reconstruction(net, D, x, None, coef, b, **kw).outputs is None
+    assert rep.exact and rep.outputs.shape == (2, n, 2)
+    want = net.outputs(x, (1, 3)).numpy()
+    np.testing.assert_allclose(rep.outputs, want, rtol=0, atol=1e-12)
+    target = (D.atoms.astype(np.float64) @ coef + b).reshape(2, n, 2)
+    np.testing.assert_allclose(rep.outputs, target, rtol=0, atol=1e-9)
+
+
 def test_check_catches_wrong_outputs_and_wrong_spikes():
     p = sample_witnesses(2, (6, 6), 3, sigma=1.5, generator=_gen(5))
     x = _data(4, 25, 2, seed=5)

@@ -14,11 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from cvxsnn.tasks.addition import evaluate_addition
 from cvxsnn.tasks.base import SequenceDataset, TaskData, check_int
 
-__all__ = ["evaluate", "evaluate_all", "evaluate_classification", "get_split"]
+__all__ = [
+    "classification_metrics",
+    "evaluate",
+    "evaluate_all",
+    "evaluate_classification",
+    "get_split",
+]
 
 
 def get_split(task: TaskData, split: str) -> SequenceDataset:
@@ -71,7 +78,25 @@ def evaluate_classification(
     for start in range(0, data.n, batch_size):
         x = data.x[:, start : start + batch_size]  # (T, B, d)
         preds.append(model.predict(x, data.steps).cpu())  # (S, B, H)
-    ok = torch.cat(preds, dim=1) == data.targets.cpu()  # (S, n, H)
+    return classification_metrics(torch.cat(preds, dim=1), data)
+
+
+def classification_metrics(preds: Tensor, data: SequenceDataset) -> dict[str, float]:
+    """:func:`evaluate_classification`'s metrics from predicted labels.
+
+    Parameters
+    ----------
+    preds : Tensor of shape (S, n, H), long
+        Labels of every head at the supervised steps (``decode_outputs`` of a
+        model's outputs).
+    data : SequenceDataset
+    """
+    if tuple(preds.shape) != tuple(data.targets.shape):
+        raise ValueError(
+            f"preds must have the targets' shape {tuple(data.targets.shape)}; "
+            f"got {tuple(preds.shape)}"
+        )
+    ok = preds.cpu() == data.targets.cpu()  # (S, n, H)
     result: dict[str, float] = {"n": float(data.n)}
     single = len(data.head_classes) == 1
     for h, (name, classes) in enumerate(zip(data.head_names, data.head_classes, strict=True)):

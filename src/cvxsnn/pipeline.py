@@ -468,6 +468,7 @@ def fit_convex(
                 intercept,
                 margin_warn=1e-12,
                 progress=progress,
+                keep_outputs=True,  # the training metrics, without another forward pass
             )
         report.check()
     return ConvexFit(
@@ -705,7 +706,7 @@ def _train(
     snapshots: tuple[str | Path, float] | None,
 ) -> RunResult:
     """The run of :func:`train`, with its thread pools already set."""
-    from cvxsnn.evaluate import evaluate
+    from cvxsnn.evaluate import classification_metrics, evaluate
 
     timer = StageTimer()
     t0 = time.perf_counter()
@@ -811,7 +812,17 @@ def _train(
                 "pricer": config.cg_pricer,
             }
     with timer("evaluation"):
-        metrics = {split: evaluate(net, task, split) for split in ("train", "val", "test")}
+        # The reconstruction check ran the network over the training set: the training
+        # metrics decode its outputs instead of running the network again (predict's labels
+        # but at an exact tie, which a readout product in other rows could break otherwise).
+        checked = getattr(convex.reconstruction, "outputs", None) if convex is not None else None
+        metrics = {}
+        for split in ("train", "val", "test"):
+            if split == "train" and checked is not None and task.name != "addition":
+                labels = decode_outputs(torch.from_numpy(checked), net.config.out_layout)
+                metrics[split] = classification_metrics(labels, task.train)
+            else:
+                metrics[split] = evaluate(net, task, split)
         from cvxsnn.energy import activity
 
         # energy proxies of the returned network on the test inputs (one no-grad pass)
@@ -861,8 +872,9 @@ def _train(
 def _report_dict(report: Any) -> dict[str, Any]:
     if report is None:
         return {}
-    if dataclasses.is_dataclass(report):
-        return {k: v for k, v in dataclasses.asdict(report).items() if np.isscalar(v) or v is None}
+    if dataclasses.is_dataclass(report):  # the scalar fields (no deep copy of arrays)
+        items = ((f.name, getattr(report, f.name)) for f in dataclasses.fields(report))
+        return {k: v for k, v in items if np.isscalar(v) or v is None}
     return dict(report)
 
 

@@ -33,7 +33,7 @@ import copy
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -101,6 +101,9 @@ class ReconstructionReport:
         K' of the reconstructed network.
     n_neurons : int
         Kept (non-padding) last-layer neurons; equals ``support_size``.
+    outputs : ndarray of shape (S, n, C) or None
+        The network's own outputs ``f(x)`` at the supervised steps, for every
+        sample of ``x`` (with ``keep_outputs``; not part of the record).
     """
 
     spikes_identical: bool
@@ -114,6 +117,7 @@ class ReconstructionReport:
     support_size: int
     n_branches: int
     n_neurons: int
+    outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def exact(self) -> bool:
@@ -286,6 +290,7 @@ def verify_reconstruction(
     margin_warn: float = 1e-6,
     chunk_rows: int | None = None,
     progress: bool = False,
+    keep_outputs: bool = False,
 ) -> ReconstructionReport:
     """Check a reconstructed network against its dictionary on the training data.
 
@@ -313,6 +318,11 @@ def verify_reconstruction(
         tensor is about ``CACHE_STEP_BYTES`` (cache-sized, as in the dictionary).
     progress : bool
         Show a progress bar over samples on stderr.
+    keep_outputs : bool
+        Keep the network's outputs on ``x`` in the report (``outputs``), e.g. for
+        training metrics without another forward pass. Their labels are those of
+        :meth:`~cvxsnn.network.ParallelLIFNet.predict` on ``x`` but at an exact tie
+        (its readout may run on other groups of rows, which can change the last bit).
 
     Returns
     -------
@@ -373,6 +383,7 @@ def verify_reconstruction(
     if distinct is not None:
         members = np.argsort(distinct.inverse, kind="stable")
         bounds = np.searchsorted(distinct.inverse[members], np.arange(n_run + 1))
+    kept = np.empty((S, n, net64.config.n_out)) if keep_outputs else None
     ws = ForwardWorkspace()  # the chunks reuse one set of buffers
     bar = tqdm(total=n_run, desc="check", unit="sample", file=sys.stderr, disable=not progress)
     with torch.no_grad(), bar:
@@ -390,6 +401,8 @@ def verify_reconstruction(
                 samples = members[bounds[a] : bounds[b]]
                 at = distinct.inverse[samples] - a
                 got, outs = got[:, at], outs[:, at]  # (S, B_x, ...): one per sample of x
+            if kept is not None:
+                kept[:, samples] = outs
             rows = (np.arange(S)[:, None] * n + samples[None, :]).reshape(-1)
             # identical spikes: each kept slot equals its atom; padding never spikes
             block = dictionary.atoms[rows]  # (S B_x, P), step-major like got
@@ -426,6 +439,7 @@ def verify_reconstruction(
         support_size=support,
         n_branches=int(Kp) if len(meta["branches"]) else 0,
         n_neurons=int(real.sum()),
+        outputs=kept,
     )
     if report.min_margin < margin_warn:
         warnings.warn(
