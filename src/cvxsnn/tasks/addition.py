@@ -312,10 +312,10 @@ def evaluate_addition(
     teacher_forced : bool
         Feed the true carry c_{t-1} at step t instead of the predicted one.
     batch_size : int, optional
-        Sequences per batch. By default ``model.chunk_samples()`` when the model
-        has it (a cache-sized (B, K, m) step: every step of every layer is a few
-        passes over it, 1.4x faster than 4,096 sequences at K = 32), else 4,096.
-        The results do not depend on it.
+        Sequences per batch. By default, for a model on the CPU with
+        ``chunk_samples``, that (a cache-sized (B, K, m) step: every step of every
+        layer is a few passes over it, 1.4x faster than 4,096 sequences at K = 32);
+        otherwise 4,096. The results do not depend on it.
 
     Returns
     -------
@@ -330,9 +330,10 @@ def evaluate_addition(
     carry decoded from the model's carry head at step t - 1 (``c_hat_0 = 0``).
     """
     base = check_int("base", base, 2)
-    if batch_size is None:
+    if batch_size is None:  # cache-sized on the CPU; a GPU wants few, large launches
         chunk = getattr(model, "chunk_samples", None)
-        batch_size = int(chunk()) if callable(chunk) else 4096
+        on_cpu = torch.device(getattr(model, "device", "cpu")).type == "cpu"
+        batch_size = int(chunk()) if callable(chunk) and on_cpu else 4096
     batch_size = check_int("batch_size", batch_size, 1)
     if "a" not in data.aux or "b" not in data.aux:
         raise ValueError(
