@@ -10,9 +10,14 @@ import traceback
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+# The MNIST IDX files of the shared data folder beside the repository (the tests' too).
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
 __all__ = [
+    "DATA_DIR",
     "Capped",
     "Timing",
     "format_table",

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, machine_rates, time_call  # noqa: E402
+from _runner import DATA_DIR, format_table, machine_rates, time_call  # noqa: E402
 
 from cvxsnn.dictionary import (  # noqa: E402
     build_dictionary,
@@ -59,7 +59,6 @@ from cvxsnn.tasks import make_task  # noqa: E402
 from cvxsnn.witnesses import sample_witnesses  # noqa: E402
 
 BETA = 0.99
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SETTINGS = {  # name -> (task, T, n, L, K, m)
     "xor": ("xor", 6, 2000, 3, 64, 32),
     "add2": ("addition", 6, 2000, 3, 64, 32),  # ADDITION base 2: some inputs repeat

@@ -29,11 +29,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table  # noqa: E402
+from _runner import DATA_DIR, format_table  # noqa: E402
 
 from cvxsnn.pipeline import TrainConfig, train  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SETTINGS = {  # name -> TrainConfig keywords
     "xor10": dict(task="xor", steps=6, depth=10),
     "mnist": dict(task="mnist-seq", steps=28, depth=3, data_dir=str(DATA_DIR)),

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, machine_rates, time_call  # noqa: E402
-from bench_solver import DATA_DIR, real_problem  # noqa: E402
+from _runner import DATA_DIR, format_table, machine_rates, time_call  # noqa: E402
+from bench_solver import real_problem  # noqa: E402
 
 from cvxsnn.solver.certificate import Dictionary  # noqa: E402
 

@@ -43,7 +43,9 @@ from cvxsnn.records import StageTimer, peak_memory_mb  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 from cvxsnn.witnesses import sample_witnesses  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runner import DATA_DIR  # noqa: E402
+
 N_MAX = 50_000  # 60,000 training images minus the validation pool (60,000 // 6)
 T0 = time.perf_counter()
 

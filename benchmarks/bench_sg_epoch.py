@@ -40,14 +40,13 @@ from snntorch import surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, sg_epoch, time_call  # noqa: E402
+from _runner import DATA_DIR, format_table, sg_epoch, time_call  # noqa: E402
 
 import cvxsnn.network  # noqa: E402
 from cvxsnn.network import NetConfig, ParallelLIFNet  # noqa: E402
 from cvxsnn.sg import SGConfig, head_weights_for, sg_loss  # noqa: E402
 from cvxsnn.tasks import make_task  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SETTINGS = {  # name -> (task, T, L)
     "xor": ("xor", 6, 3),
     "mnist": ("mnist-seq", 28, 3),

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import format_table, run_capped, time_call  # noqa: E402
+from _runner import DATA_DIR, format_table, run_capped, time_call  # noqa: E402
 
 from cvxsnn.solver import duality_gap, rho_max, solve, solve_path  # noqa: E402
 
@@ -83,7 +83,6 @@ REAL = {  # name -> (task, make_task kwargs, L, K)
     "addition": ("addition", dict(steps=6, base=3), 3, 64),
     "mnist": ("mnist-seq", dict(steps=28), 3, 64),
 }
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def real_problem(
