@@ -264,13 +264,7 @@ class ParallelLIFNet(nn.Module):
         """A network with the given hidden parameters and a zero readout, built without
         drawing initial weights (the draw costs more than a short forward pass)."""
         net = cls(config, device=device, dtype=dtype, init=False)
-        net.set_hidden_params(
-            HiddenParams(
-                params.w_in.to(device=net.device, dtype=net.dtype),
-                tuple(w.to(device=net.device, dtype=net.dtype) for w in params.w_hidden),
-                tuple(t.to(device=net.device, dtype=net.dtype) for t in params.thetas),
-            )
-        )
+        net.set_hidden_params(params)  # copy_ converts device and dtype
         return net
 
     # ------------------------------------------------------------------ #
