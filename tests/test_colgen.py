@@ -186,6 +186,7 @@ def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths, n):
     full = _scale_last(params, factors)
     assert all(torch.equal(a, b) for a, b in zip(swept.w_in, full.w_in, strict=True))
     assert np.array_equal(pats, ctx.spikes(full))
+    assert pats.flags.f_contiguous  # each pattern contiguous, as the scoring reads them
     assert 0 < pats.mean() < 1
     run_x, distinct = ctx._distinct
     assert run_x.shape[1] == (n if distinct is None else len(distinct.first))
@@ -285,6 +286,39 @@ def test_pattern_bounds_never_exceed_all_pattern_optimum(n, seed, frac, C):
     bg = pattern_bounds(D, Y, sub.coef, sub.intercept, rho, penalty="group_l2")
     optg = solve(full, Y, rho, penalty="group_l2", tol=1e-10, max_iter=500)
     assert bg.rescaled_dual <= optg.primal + 1e-10
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    Q=st.integers(1, 30),
+    C=st.integers(1, 3),
+    block=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    penalty=st.sampled_from(["l1", "group_l2"]),
+)
+def test_pattern_scores_and_keys_do_not_depend_on_layout_or_block(n, Q, C, block, seed, penalty):
+    """Scores are R°(d^T u0) of every column in either memory layout and any block size;
+    with one output (a gemv, whose rounding depends on the layout) they are equal bit for
+    bit across layouts. The byte keys are equal in both layouts and tell columns apart."""
+    from cvxsnn.colgen import _hcat, _keys, pattern_scores
+
+    rng = np.random.default_rng(seed)
+    pats = (rng.random((n, Q)) < 0.4).astype(np.uint8)
+    u0 = rng.normal(size=(n, C))
+    pe = make_penalty(penalty)
+    ref = pe.row_scores(pats.T.astype(np.float64) @ u0)
+    row = pattern_scores(pats, u0, pe, block=block)
+    col = pattern_scores(np.asfortranarray(pats), u0, pe, block=block)
+    assert np.allclose(row, ref, rtol=1e-12, atol=1e-12)
+    assert np.allclose(col, ref, rtol=1e-12, atol=1e-12)
+    if C == 1:
+        assert np.array_equal(row, col)
+    keys = _keys(pats)
+    assert keys == _keys(np.asfortranarray(pats))
+    assert len(set(keys)) == len(_cols(pats))
+    both = _hcat([np.asfortranarray(pats), pats[:, ::-1]])
+    assert both.flags.f_contiguous and np.array_equal(both, np.hstack([pats, pats[:, ::-1]]))
 
 
 def test_bad_arguments():

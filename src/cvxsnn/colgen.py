@@ -47,7 +47,6 @@ from torch import Tensor
 from cvxsnn.dictionary import (
     CACHE_STEP_BYTES,
     SpikeDictionary,
-    _expand_rows,
     _net_for,
     build_dictionary,
     last_layer_spikes,
@@ -127,25 +126,55 @@ def pattern_scores(patterns: Array, u0: Array, penalty: Penalty, block: int = 40
     Parameters
     ----------
     patterns : ndarray of shape (n, Q), values in {0, 1}
+        Any memory layout; column-major (each column contiguous, as the pricers
+        return them) is read fastest.
     u0 : ndarray of shape (n, C), float64
     penalty : Penalty
+    block : int
+        Columns widened to float64 at a time (into one reused buffer).
 
     Returns
     -------
     ndarray of shape (Q,), float64 (accumulated in float64).
     """
-    Q = patterns.shape[1]
+    n, Q = patterns.shape
     out = np.empty(Q)
+    # One float64 buffer for every block (a fresh (block, n) array per block cost more in
+    # page faults than the product). With several outputs the product is a BLAS gemm, whose
+    # sums do not depend on the layout: the buffer takes the patterns' layout, so the
+    # widening reads and writes contiguously. With one output it is a gemv, whose order of
+    # summation does: the buffer is then always sample-major (n, q), so that a score does
+    # not depend on how its patterns were stored.
+    row_major = patterns.flags.c_contiguous and not patterns.flags.f_contiguous
+    if u0.shape[1] == 1 or row_major:
+        buf = np.empty((n, min(block, Q))).T
+    else:
+        buf = np.empty((min(block, Q), n))
     for a in range(0, Q, block):
-        G = patterns[:, a : a + block].T.astype(np.float64) @ u0  # (q, C)
-        out[a : a + block] = penalty.row_scores(G)
+        cols = patterns[:, a : a + block].T  # (q, n)
+        wide = buf[: cols.shape[0]]
+        np.copyto(wide, cols, casting="unsafe")
+        out[a : a + block] = penalty.row_scores(wide @ u0)  # (q, C) scores
     return out
 
 
 def _keys(patterns: Array) -> list[bytes]:
     """Exact byte keys of the columns (bit-packed along rows)."""
-    packed = np.ascontiguousarray(np.packbits(patterns, axis=0).T)  # (Q, ceil(n / 8))
+    if patterns.flags.f_contiguous:  # every column contiguous: pack each in place
+        packed = np.packbits(patterns.T, axis=1)  # (Q, ceil(n / 8))
+    else:
+        packed = np.ascontiguousarray(np.packbits(patterns, axis=0).T)
     return [row.tobytes() for row in packed]
+
+
+def _column_major(patterns: Array) -> Array:
+    """``patterns`` (n, Q) stored column-major (a no-op when it already is)."""
+    return np.asfortranarray(patterns)
+
+
+def _hcat(parts: Sequence[Array]) -> Array:
+    """Columns of ``parts`` side by side, (n, sum Q), stored column-major."""
+    return np.concatenate([p.T for p in parts], axis=0).T
 
 
 # --------------------------------------------------------------------------- #
@@ -280,8 +309,9 @@ class PricingContext:
     dtype: torch.dtype
 
     def spikes(self, params: HiddenParams) -> Array:
-        """Last-layer patterns of all branches, shape (S n, K m_last), branch-major."""
-        return last_layer_spikes(
+        """Last-layer patterns of all branches, shape (S n, K m_last), branch-major,
+        stored column-major."""
+        spikes = last_layer_spikes(
             params,
             self.x,
             self.steps,
@@ -289,6 +319,7 @@ class PricingContext:
             bias_channel=self.bias_channel,
             device=self.device,
         )
+        return _column_major(spikes)
 
     def scores(self, patterns: Array) -> Array:
         """``R°(d^T u0)`` per column, shape (Q,)."""
@@ -333,7 +364,9 @@ class PricingContext:
         x, distinct = self._distinct
         n = x.shape[1]
         S, m_last = len(self.steps), widths[-1]
-        out = np.empty((len(factors), S, n, K, m_last), dtype=np.uint8)
+        # column-major patterns: (F, K, m, S, n) is (S n, F K m) with every column contiguous
+        out = np.empty((len(factors), K, m_last, S, n), dtype=np.uint8)
+        dst = torch.from_numpy(out)
         # samples per chunk: one (B, K, m) float64 step tensor stays cache-sized
         chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
         w_last = params.w_hidden[-1] if len(widths) > 1 else params.w_in
@@ -349,12 +382,13 @@ class PricingContext:
                 cur = _last_layer_current(inp, w)
                 for f, c in enumerate(factors):
                     spk, _, _ = lif_run(cur * c, theta, self.beta, surrogate)  # (T, B, K, m)
-                    out[f, :, a:b] = spk.index_select(0, step_idx).to(torch.uint8).cpu()
-        # (F, S, n, K, m) -> rows (S n), columns factor-major then branch-major
-        pats = out.transpose(1, 2, 0, 3, 4).reshape(S * n, len(factors) * K * m_last)
-        if distinct is not None:
-            pats = _expand_rows(pats, S, distinct.inverse)
-        return swept, pats
+                    sel = spk.index_select(0, step_idx).to(torch.uint8)  # (S, B, K, m)
+                    dst[f, :, :, :, a:b].copy_(sel.permute(2, 3, 0, 1))
+        # columns factor-major then branch-major; rows (S n), step-major
+        cols = out.reshape(len(factors) * K * m_last, S, n)
+        if distinct is not None:  # sample i takes the spikes of distinct sample inverse[i]
+            cols = np.take(cols, distinct.inverse, axis=2)
+        return swept, cols.reshape(cols.shape[0], -1).T
 
 
 @dataclass(frozen=True)
@@ -366,7 +400,8 @@ class Candidates:
     params : HiddenParams
         ``K_c`` single-network branches (same widths as the dictionary's).
     patterns : ndarray of shape (S n, K_c m_last), uint8
-        Their last-layer patterns, branch-major (column ``k m_last + j``).
+        Their last-layer patterns, branch-major (column ``k m_last + j``),
+        stored column-major (each pattern contiguous) by the pricers here.
     scores : ndarray of shape (K_c m_last,)
         ``R°(d^T u0)`` of each pattern.
     """
@@ -453,9 +488,7 @@ class RandomSearch:
             pat_parts.append(p)
             score_parts.append(ctx.scores(p))
             scale *= 0.5
-        return Candidates(
-            concat_params(parts), np.concatenate(pat_parts, axis=1), np.concatenate(score_parts)
-        )
+        return Candidates(concat_params(parts), _hcat(pat_parts), np.concatenate(score_parts))
 
 
 @dataclass(frozen=True)
@@ -550,8 +583,11 @@ class SurrogateAscent:
             parts.append(first)
             elite = _best_branches(first.scores, m_last, self.starts)
             start = _select(first.params, elite)
-            pats = first.patterns.reshape(first.patterns.shape[0], -1, m_last)[:, elite]
-            pats = pats.reshape(pats.shape[0], -1)
+            cols = (np.asarray(elite)[:, None] * m_last + np.arange(m_last)).reshape(-1)
+            # the elite branches' m_last columns each, row-major: with one output the
+            # product below is a gemv, whose rounding depends on the layout (the sign of a
+            # correlation that is zero up to rounding picks a neuron's direction)
+            pats = np.ascontiguousarray(first.patterns[:, cols])
         else:
             start = ctx.propose(self.starts, self.sigma, self.scheme)
             pats = ctx.spikes(start)
@@ -573,7 +609,7 @@ class SurrogateAscent:
         parts.append(Candidates(snaps, p, ctx.scores(p)))
         return Candidates(
             concat_params([c.params for c in parts]),
-            np.concatenate([c.patterns for c in parts], axis=1),
+            _hcat([c.patterns for c in parts]),
             np.concatenate([c.scores for c in parts]),
         )
 
