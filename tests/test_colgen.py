@@ -23,6 +23,7 @@ from cvxsnn.colgen import (
     pattern_bounds,
 )
 from cvxsnn.dictionary import last_layer_spikes
+from cvxsnn.network import ForwardWorkspace
 from cvxsnn.reconstruct import reconstruct, verify_reconstruction
 from cvxsnn.solver import rho_max, solve
 from cvxsnn.solver.losses import make_loss
@@ -301,7 +302,7 @@ def test_pattern_scores_and_keys_do_not_depend_on_layout_or_block(n, Q, C, block
     """Scores are R°(d^T u0) of every column in either memory layout and any block size;
     with one output (a gemv, whose rounding depends on the layout) they are equal bit for
     bit across layouts. The byte keys are equal in both layouts and tell columns apart."""
-    from cvxsnn.colgen import _hcat, _keys, pattern_scores
+    from cvxsnn.colgen import _hcat, _keys, _take_columns, pattern_scores
 
     rng = np.random.default_rng(seed)
     pats = (rng.random((n, Q)) < 0.4).astype(np.uint8)
@@ -314,11 +315,19 @@ def test_pattern_scores_and_keys_do_not_depend_on_layout_or_block(n, Q, C, block
     assert np.allclose(col, ref, rtol=1e-12, atol=1e-12)
     if C == 1:
         assert np.array_equal(row, col)
+    ws = ForwardWorkspace()  # one buffer reused by calls of growing and shrinking size
+    for cols in (pats[:, : max(1, Q // 2)], pats, pats[:, :1]):
+        want = pattern_scores(np.asfortranarray(cols), u0, pe, block=block)
+        got = pattern_scores(np.asfortranarray(cols), u0, pe, block=block, workspace=ws)
+        assert np.array_equal(got, want)
     keys = _keys(pats)
     assert keys == _keys(np.asfortranarray(pats))
     assert len(set(keys)) == len(_cols(pats))
-    both = _hcat([np.asfortranarray(pats), pats[:, ::-1]])
+    parts = [np.asfortranarray(pats), pats[:, ::-1]]
+    both = _hcat(parts)
     assert both.flags.f_contiguous and np.array_equal(both, np.hstack([pats, pats[:, ::-1]]))
+    cols = rng.integers(0, 2 * Q, size=7)
+    assert np.array_equal(_take_columns(parts, cols), both[:, cols])
 
 
 def test_bad_arguments():

@@ -52,7 +52,7 @@ from cvxsnn.dictionary import (
     last_layer_spikes,
 )
 from cvxsnn.kernel import get_surrogate, lif_run
-from cvxsnn.network import HiddenParams
+from cvxsnn.network import ForwardWorkspace, HiddenParams, ParallelLIFNet
 from cvxsnn.samples import DistinctSamples, repeated_samples
 from cvxsnn.solver import SolveResult, solve
 from cvxsnn.solver.certificate import check_targets_array
@@ -120,7 +120,13 @@ def dual_direction(
     return u0, b_opt
 
 
-def pattern_scores(patterns: Array, u0: Array, penalty: Penalty, block: int = 4096) -> Array:
+def pattern_scores(
+    patterns: Array,
+    u0: Array,
+    penalty: Penalty,
+    block: int = 4096,
+    workspace: ForwardWorkspace | None = None,
+) -> Array:
     """``R°(d^T u0)`` of every column ``d`` of ``patterns``.
 
     Parameters
@@ -132,6 +138,9 @@ def pattern_scores(patterns: Array, u0: Array, penalty: Penalty, block: int = 40
     penalty : Penalty
     block : int
         Columns widened to float64 at a time (into one reused buffer).
+    workspace : ForwardWorkspace, optional
+        Holds that buffer across calls (a search scores many candidate sets of the same
+        size: a fresh buffer of block x n floats each time costs its page faults again).
 
     Returns
     -------
@@ -146,16 +155,24 @@ def pattern_scores(patterns: Array, u0: Array, penalty: Penalty, block: int = 40
     # summation does: the buffer is then always sample-major (n, q), so that a score does
     # not depend on how its patterns were stored.
     row_major = patterns.flags.c_contiguous and not patterns.flags.f_contiguous
-    if u0.shape[1] == 1 or row_major:
-        buf = np.empty((n, min(block, Q))).T
+    q_max = min(block, Q)
+    if workspace is None:
+        flat = np.empty(n * q_max)
     else:
-        buf = np.empty((min(block, Q), n))
+        flat = workspace.take("pattern_scores", (n * q_max,), _FLOAT64).numpy()
+    if u0.shape[1] == 1 or row_major:
+        buf = flat.reshape(n, q_max).T
+    else:
+        buf = flat.reshape(q_max, n)
     for a in range(0, Q, block):
         cols = patterns[:, a : a + block].T  # (q, n)
         wide = buf[: cols.shape[0]]
         np.copyto(wide, cols, casting="unsafe")
         out[a : a + block] = penalty.row_scores(wide @ u0)  # (q, C) scores
     return out
+
+
+_FLOAT64 = torch.empty(0, dtype=torch.float64)  # dtype and device of the scoring buffer
 
 
 def _keys(patterns: Array) -> list[bytes]:
@@ -170,6 +187,13 @@ def _keys(patterns: Array) -> list[bytes]:
 def _column_major(patterns: Array) -> Array:
     """``patterns`` (n, Q) stored column-major (a no-op when it already is)."""
     return np.asfortranarray(patterns)
+
+
+def _take_columns(parts: Sequence[Array], cols: Array) -> Array:
+    """Columns ``cols`` of ``_hcat(parts)`` without forming it, shape (n, len(cols))."""
+    bounds = np.cumsum([0, *(p.shape[1] for p in parts)])
+    which = np.searchsorted(bounds, cols, side="right") - 1
+    return np.stack([parts[w][:, c - bounds[w]] for w, c in zip(which, cols, strict=True)], 1)
 
 
 def _hcat(parts: Sequence[Array]) -> Array:
@@ -239,22 +263,45 @@ def _masked_branch(params: HiddenParams, branch: int, keep: Sequence[int]) -> Hi
     return HiddenParams(one.w_in * mask, (), one.thetas)
 
 
+def _below_net(
+    params: HiddenParams, beta: float, bias_channel: bool, device: Any
+) -> ParallelLIFNet | None:
+    """The network of the layers below the last (None with one hidden layer)."""
+    _, d_eff, widths = check_hidden_params(params)
+    if len(widths) == 1:
+        return None
+    dev = torch.device(device) if device is not None else params.w_in.device
+    below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
+    return _net_for(below, d_eff - int(bias_channel), beta, bias_channel, dev)
+
+
 def _last_layer_input(
-    params: HiddenParams, x: Tensor, beta: float, bias_channel: bool, device: Any
+    params: HiddenParams,
+    x: Tensor,
+    beta: float,
+    bias_channel: bool,
+    device: Any,
+    below: ParallelLIFNet | None = None,
+    workspace: ForwardWorkspace | None = None,
 ) -> Tensor:
     """What the last hidden layer reads: ``[x, 1]`` (T, B, d_eff) for one hidden layer,
-    else the spikes of the layer below, (T, B, K, m_{L-2}), run by the one kernel."""
-    _, d_eff, widths = check_hidden_params(params)
-    dev = torch.device(device) if device is not None else params.w_in.device
-    xb = x.to(device=dev, dtype=torch.float64)
-    if len(widths) == 1:
+    else the spikes of the layer below, (T, B, K, m_{L-2}), run by the one kernel.
+
+    ``below`` is :func:`_below_net` of ``params`` when the caller runs many chunks; with
+    ``workspace`` the spikes are a view into its buffers (valid until its next use)."""
+    if below is None:
+        below = _below_net(params, beta, bias_channel, device)
+    if below is None:
+        dev = torch.device(device) if device is not None else params.w_in.device
+        xb = x.to(device=dev, dtype=torch.float64)
         if bias_channel:
             xb = torch.cat([xb, torch.ones_like(xb[..., :1])], dim=-1)
         return xb
-    below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
-    net = _net_for(below, d_eff - int(bias_channel), beta, bias_channel, dev)
+    xb = x.to(device=below.device, dtype=torch.float64)
+    if workspace is not None:  # the same spikes bit for bit, in reused buffers
+        return below.last_spikes(xb, workspace)
     with torch.no_grad():
-        return net.run_hidden(xb).spikes[-1]
+        return below.run_hidden(xb).spikes[-1]
 
 
 def _last_layer_current(inp: Tensor, w_last: Tensor) -> Tensor:
@@ -294,6 +341,8 @@ class PricingContext:
     device : torch.device or None
     dtype : torch.dtype
         Precision of the witnesses (that of the initial witnesses).
+    workspace : ForwardWorkspace, optional
+        Scratch reused by every round's scoring (see :func:`pattern_scores`).
     """
 
     x: Tensor
@@ -307,6 +356,7 @@ class PricingContext:
     generator: torch.Generator
     device: torch.device | None
     dtype: torch.dtype
+    workspace: ForwardWorkspace | None = None
 
     def spikes(self, params: HiddenParams) -> Array:
         """Last-layer patterns of all branches, shape (S n, K m_last), branch-major,
@@ -323,7 +373,7 @@ class PricingContext:
 
     def scores(self, patterns: Array) -> Array:
         """``R°(d^T u0)`` per column, shape (Q,)."""
-        return pattern_scores(patterns, self.u0, self.penalty)
+        return pattern_scores(patterns, self.u0, self.penalty, workspace=self.workspace)
 
     def propose(self, count: int, sigma: float, scheme: WitnessScheme) -> HiddenParams:
         """``count`` random single-network branches of the dictionary's widths."""
@@ -371,14 +421,20 @@ class PricingContext:
         chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
         w_last = params.w_hidden[-1] if len(widths) > 1 else params.w_in
         surrogate = get_surrogate("sigmoid")
+        # the layers below, built once and run chunk by chunk in reused buffers
+        below = _below_net(params, self.beta, self.bias_channel, self.device)
+        dev = below.device if below is not None else (self.device or params.w_in.device)
+        workspace = ForwardWorkspace()
+        w = w_last.to(device=dev, dtype=torch.float64)
+        theta = params.thetas[-1].to(device=dev, dtype=torch.float64)
+        step_idx = torch.as_tensor(self.steps, dtype=torch.long, device=dev)
         with torch.no_grad():
             for a in range(0, n, chunk):
                 b = min(a + chunk, n)
                 xb = x[:, a:b]
-                inp = _last_layer_input(params, xb, self.beta, self.bias_channel, self.device)
-                w = w_last.to(device=inp.device, dtype=torch.float64)
-                theta = params.thetas[-1].to(device=inp.device, dtype=torch.float64)
-                step_idx = torch.as_tensor(self.steps, dtype=torch.long, device=inp.device)
+                inp = _last_layer_input(
+                    params, xb, self.beta, self.bias_channel, dev, below, workspace
+                )
                 cur = _last_layer_current(inp, w)
                 for f, c in enumerate(factors):
                     spk, _, _ = lif_run(cur * c, theta, self.beta, surrogate)  # (T, B, K, m)
@@ -471,6 +527,11 @@ class RandomSearch:
             )
 
     def __call__(self, ctx: PricingContext) -> Candidates:
+        parts, pat_parts, score_parts = self._search(ctx)
+        return Candidates(concat_params(parts), _hcat(pat_parts), np.concatenate(score_parts))
+
+    def _search(self, ctx: PricingContext) -> tuple[list[HiddenParams], list[Array], list[Array]]:
+        """The search's branches, patterns and scores, one part per sweep (in order)."""
         base = ctx.propose(self.proposals, self.sigma, self.scheme)
         params, pats = ctx.swept(base, self.scales)
         scores = ctx.scores(pats)
@@ -488,7 +549,7 @@ class RandomSearch:
             pat_parts.append(p)
             score_parts.append(ctx.scores(p))
             scale *= 0.5
-        return Candidates(concat_params(parts), _hcat(pat_parts), np.concatenate(score_parts))
+        return parts, pat_parts, score_parts
 
 
 @dataclass(frozen=True)
@@ -577,20 +638,26 @@ class SurrogateAscent:
     def __call__(self, ctx: PricingContext) -> Candidates:
         m_last = ctx.widths[-1]
         C = ctx.u0.shape[1]
-        parts: list[Candidates] = []
+        params: list[HiddenParams] = []
+        pat_parts: list[Array] = []
+        score_parts: list[Array] = []
         if self.base is not None:
-            first = self.base(ctx)
-            parts.append(first)
-            elite = _best_branches(first.scores, m_last, self.starts)
-            start = _select(first.params, elite)
+            if isinstance(self.base, RandomSearch):  # its parts: one concatenation, not two
+                params, pat_parts, score_parts = self.base._search(ctx)
+            else:
+                first = self.base(ctx)
+                params, pat_parts, score_parts = [first.params], [first.patterns], [first.scores]
+            scores = np.concatenate(score_parts)
+            elite = _best_branches(scores, m_last, self.starts)
+            start = _select(concat_params(params), elite)
             cols = (np.asarray(elite)[:, None] * m_last + np.arange(m_last)).reshape(-1)
-            # the elite branches' m_last columns each, row-major: with one output the
-            # product below is a gemv, whose rounding depends on the layout (the sign of a
-            # correlation that is zero up to rounding picks a neuron's direction)
-            pats = np.ascontiguousarray(first.patterns[:, cols])
+            pats = _take_columns(pat_parts, cols)  # the elite branches' m_last columns each
         else:
             start = ctx.propose(self.starts, self.sigma, self.scheme)
             pats = ctx.spikes(start)
+        # row-major: with one output the product is a gemv, whose rounding depends on the
+        # layout (the sign of a correlation that is zero up to rounding picks a direction)
+        pats = np.ascontiguousarray(pats)
         G = pats.T.astype(np.float64) @ ctx.u0  # (K_s m, C)
         if ctx.penalty.name == "l1":
             c = np.abs(G).argmax(axis=1)
@@ -606,11 +673,10 @@ class SurrogateAscent:
             E = np.where(norm > 0, G / np.maximum(norm, 1e-300), rnd)
         snaps = self._ascend(ctx, start, E.reshape(-1, m_last, C))
         snaps, p = ctx.swept(snaps, self.scales)
-        parts.append(Candidates(snaps, p, ctx.scores(p)))
         return Candidates(
-            concat_params([c.params for c in parts]),
-            _hcat([c.patterns for c in parts]),
-            np.concatenate([c.scores for c in parts]),
+            concat_params([*params, snaps]),
+            _hcat([*pat_parts, p]),
+            np.concatenate([*score_parts, ctx.scores(p)]),
         )
 
     def _ascend(self, ctx: PricingContext, start: HiddenParams, E: Array) -> HiddenParams:
@@ -1331,6 +1397,7 @@ def column_generation(
     capped = False
     rounds: list[CGRound] = []
     stop: StopReason = "max_rounds"
+    workspace = ForwardWorkspace()  # the scoring buffer of every round
     t_round = time.perf_counter()
     for r in range(max_rounds + 1):
         u0, _ = dual_direction(dic.atoms, Yv, res.coef, lo, res.intercept)
@@ -1349,6 +1416,7 @@ def column_generation(
             generator=generator,
             device=dev,
             dtype=params0.w_in.dtype,
+            workspace=workspace,
         )
         cand = pricer(ctx)
         keys = _keys(cand.patterns)
@@ -1410,7 +1478,7 @@ def column_generation(
         callback(rounds[-1], res, dic)
     if progress and rounds:
         _print_round(rounds[-1], rho)
-    ex_max, ex_gap = _examined_certificate(dic.atoms, ex_cols, Yv, res, u0, lo, pe, rho)
+    ex_max, ex_gap = _examined_certificate(dic.atoms, ex_cols, Yv, res, u0, lo, pe, rho, workspace)
     bounds = pattern_bounds(
         dic.atoms,
         Yv,
@@ -1502,15 +1570,16 @@ def _examined_certificate(
     lo: Loss,
     pe: Penalty,
     rho: float,
+    workspace: ForwardWorkspace | None = None,
 ) -> tuple[float, float]:
     """Max score over examined patterns and the gap over dictionary + examined patterns."""
-    m_d = float(pattern_scores(D, u0, pe).max()) if D.shape[1] else 0.0
+    m_d = float(pattern_scores(D, u0, pe, workspace=workspace).max()) if D.shape[1] else 0.0
     m_e = 0.0
     for a in range(0, len(ex_cols), 8192):
         # columns stacked as contiguous rows, read through the transpose: stacking them as
         # columns of a row-major block was a strided write (most of this function's time)
         block = np.stack(ex_cols[a : a + 8192], axis=0).T
-        m_e = max(m_e, float(pattern_scores(block, u0, pe).max()))
+        m_e = max(m_e, float(pattern_scores(block, u0, pe, workspace=workspace).max()))
     M = max(m_d, m_e)
     s = 1.0 if M <= rho else rho / M
     dual = lo.dual(s * u0, Y)
