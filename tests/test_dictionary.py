@@ -17,6 +17,7 @@ from cvxsnn.dictionary import (
     dedup_columns,
     distinct_samples,
     estimate_dictionary_bytes,
+    extend_dictionary,
     last_layer_spikes,
 )
 from cvxsnn.network import HiddenParams, NetConfig, ParallelLIFNet
@@ -252,6 +253,77 @@ def test_repeated_samples_give_the_dictionary_of_a_run_over_every_sample(
     assert (D.n_zero, D.n_ones, D.n_duplicate) == (groups.n_zero, groups.n_ones, groups.n_duplicate)
     assert D.n_samples == x.shape[1] and D.n_rows == T * x.shape[1]
     assert np.array_equal(D.transform(x), D.atoms)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    K_old=st.integers(1, 4),
+    K_new=st.integers(1, 4),
+    copies=st.integers(0, 2),
+    widths=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    repeats=st.booleans(),
+    drop_ones=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_extend_dictionary_equals_a_build_of_all_branches(
+    K_old, K_new, copies, widths, repeats, drop_ones, seed
+):
+    """Extending by new branches gives the dictionary of a build over old + new branches:
+    the same atoms in the same order, representatives, members and counts. New branches
+    include copies of old ones (every column a duplicate) and silenced ones (zeros)."""
+    from cvxsnn.colgen import _select, concat_params
+
+    T, n = 4, 12
+    x = _data(T, 4 if repeats else n, 2, seed)
+    if repeats:
+        x = x[:, torch.arange(n) % 4]
+    steps = (1, 3)
+    old_p = sample_witnesses(2, tuple(widths), K_old, sigma=1.5, generator=_gen(seed))
+    new_p = sample_witnesses(2, tuple(widths), K_new, sigma=1.5, generator=_gen(seed + 1))
+    parts = [new_p, *([_select(old_p, list(range(K_old)))] * copies)]
+    silent = _select(new_p, [0])
+    if silent.w_hidden:
+        silent = HiddenParams(
+            silent.w_in, (*silent.w_hidden[:-1], silent.w_hidden[-1] * 0), silent.thetas
+        )
+    else:
+        silent = HiddenParams(silent.w_in * 0, (), silent.thetas)
+    add = concat_params([*parts, silent])
+    try:
+        old = build_dictionary(old_p, x, steps, drop_ones=drop_ones)
+    except ValueError:
+        return  # an empty starting dictionary
+    got = extend_dictionary(old, add, x, drop_ones=drop_ones)
+    want = build_dictionary(concat_params([old_p, add]), x, steps, drop_ones=drop_ones)
+    for name in ("atoms", "provenance", "member_ptr", "members"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    for name in ("n_atoms_raw", "n_zero", "n_ones", "n_duplicate", "steps", "n_samples"):
+        assert getattr(got, name) == getattr(want, name), name
+    for a, b in zip(got.params, want.params, strict=True):
+        for u, v in zip(
+            a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True
+        ):
+            assert torch.equal(u, v)
+    P = old.n_atoms
+    assert np.array_equal(got.transform(x, atoms=slice(P, None)), got.atoms[:, P:])
+    assert np.array_equal(got.transform(x, atoms=[P - 1, 0]), got.atoms[:, [P - 1, 0]])
+
+
+def test_extend_dictionary_errors():
+    x = _data(4, 10, 2)
+    p = sample_witnesses(2, (4, 3), 3, sigma=1.5, generator=_gen(0))
+    D = build_dictionary(p, x, (3,))
+    with pytest.raises(ValueError, match="widths"):
+        extend_dictionary(D, sample_witnesses(2, (4, 4), 1, generator=_gen(1)), x)
+    with pytest.raises(ValueError, match="dictionary's data"):
+        extend_dictionary(D, p, _data(4, 11, 2))
+    assert D.n_ones > 0  # this fixture has an always-spiking neuron at step 3
+    with pytest.raises(ValueError, match="drop_ones"):
+        extend_dictionary(D, p, x, drop_ones=False)
+    with pytest.raises(ValueError, match="drop_ones"):
+        extend_dictionary(build_dictionary(p, x, (3,), drop_ones=False), p, x)
+    with pytest.raises(TypeError, match="SpikeDictionary"):
+        extend_dictionary(D.atoms, p, x)  # type: ignore[arg-type]
 
 
 def test_build_runs_the_kernel_on_the_distinct_samples_only(monkeypatch):

@@ -14,9 +14,9 @@ Finding such a ``d`` among the last-layer spike patterns of witnesses is the
 of the same depth and widths), their patterns are scored, and the best
 distinct violators become new atoms: their branch is appended to the
 witnesses with every other last-layer neuron silenced (incoming weights 0,
-so those columns are all-zero and dropped), the dictionary is rebuilt with the
-one kernel (old atoms keep their indices), and the program is re-solved from
-the old solution padded with zeros.
+so those columns are all-zero and dropped), the dictionary is extended by running
+the new branches through the one kernel (old atoms keep their indices), and the
+program is re-solved from the old solution padded with zeros.
 
 Certificates (see :func:`pattern_bounds` and ``docs/COLUMN_GENERATION.md``):
 
@@ -49,6 +49,7 @@ from cvxsnn.dictionary import (
     SpikeDictionary,
     _net_for,
     build_dictionary,
+    extend_dictionary,
     last_layer_spikes,
 )
 from cvxsnn.kernel import get_surrogate, lif_run
@@ -1451,10 +1452,10 @@ def column_generation(
         for j in chosen:
             by_branch.setdefault(j // m_last, []).append(j % m_last)
         new = [_masked_branch(cand.params, k, sorted(js)) for k, js in sorted(by_branch.items())]
-        new_params = concat_params([params, *[_to(p, params) for p in new]])
-        new_dic = build_dictionary(
-            new_params, x, steps, beta=beta, bias_channel=bias_channel, device=dev
-        )
+        added_params = concat_params([_to(p, params) for p in new])
+        new_params = concat_params([params, added_params])
+        # only the appended branches run; the old atoms keep their indices
+        new_dic = extend_dictionary(dic, added_params, x, device=dev)
         W0 = _carry_over(dic, new_dic, res.coef)
         added = new_dic.n_atoms - dic.n_atoms
         rounds.append(_round(r, res, dic, max_score, added, len(keys), t_round))

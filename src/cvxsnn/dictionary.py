@@ -55,6 +55,7 @@ __all__ = [
     "dedup_columns",
     "distinct_samples",
     "estimate_dictionary_bytes",
+    "extend_dictionary",
     "last_layer_spikes",
 ]
 
@@ -175,6 +176,7 @@ class SpikeDictionary:
         chunk_rows: int | None = None,
         device: torch.device | str | None = None,
         max_bytes: int | None = None,
+        atoms: slice | Sequence[int] | None = None,
     ) -> np.ndarray:
         """Spikes of the same atoms (their representative neurons) on new data.
 
@@ -185,6 +187,9 @@ class SpikeDictionary:
             Supervised steps of ``x_new``; the dictionary's steps by default.
         chunk_rows, device, max_bytes
             As in :func:`build_dictionary`.
+        atoms : slice or sequence of int, optional
+            Only these atoms (columns in this order); all by default. Only the
+            branches of their representatives run.
 
         Returns
         -------
@@ -192,11 +197,14 @@ class SpikeDictionary:
             Step-major rows; ``transform(x_train)`` equals ``atoms``.
         """
         steps = self.steps if steps is None else steps
+        provenance = self.provenance
+        if atoms is not None:
+            provenance = provenance[atoms if isinstance(atoms, slice) else np.asarray(atoms)]
         return last_layer_spikes(
             self.params,
             x_new,
             steps,
-            columns=self.provenance,
+            columns=provenance,
             beta=self.beta,
             bias_channel=self.bias_channel,
             chunk_rows=chunk_rows,
@@ -315,6 +323,119 @@ def build_dictionary(
     return _dedup(raw, params, steps, n, T, beta, bias_channel, drop_ones, inverse)
 
 
+def extend_dictionary(
+    dictionary: SpikeDictionary,
+    params: HiddenParams,
+    x: Tensor | np.ndarray,
+    *,
+    drop_ones: bool = True,
+    chunk_rows: int | None = None,
+    device: torch.device | str | None = None,
+    max_bytes: int | None = None,
+) -> SpikeDictionary:
+    """The dictionary of ``dictionary``'s witnesses followed by ``params``, running only
+    the new branches.
+
+    Equal to ``build_dictionary`` of the concatenated witnesses on the same data (the
+    same atoms in the same order, representatives, members and counts): the old atoms
+    keep their indices, a new column equal to an old atom joins its members, and the
+    new distinct columns become atoms in the order of their first neuron.
+
+    Parameters
+    ----------
+    dictionary : SpikeDictionary
+        Built from ``x`` (with ``drop_ones`` as given here).
+    params : HiddenParams
+        The new branches, of the dictionary's input width and hidden widths.
+    x : Tensor of shape (T, n, d)
+        The training inputs the dictionary was built on.
+    drop_ones, chunk_rows, device, max_bytes
+        As in :func:`build_dictionary` (``max_bytes`` bounds the new branches' pass).
+
+    Returns
+    -------
+    SpikeDictionary
+    """
+    if not isinstance(dictionary, SpikeDictionary):
+        raise TypeError(f"dictionary must be a SpikeDictionary; got {type(dictionary).__name__}")
+    K_new, d_eff, widths = check_hidden_params(params)
+    old = dictionary
+    if widths != old.widths or d_eff != int(old.params.w_in.shape[1]):
+        raise ValueError(
+            f"params must have the dictionary's input width {int(old.params.w_in.shape[1])} "
+            f"and hidden widths {old.widths}; got {d_eff} and {widths}"
+        )
+    x = _check_x(x, d_eff - int(old.bias_channel), "x")
+    if (x.shape[0], x.shape[1]) != (old.n_steps_total, old.n_samples):
+        raise ValueError(
+            f"x must be the dictionary's data, (T, n) = ({old.n_steps_total}, "
+            f"{old.n_samples}); got {tuple(x.shape[:2])}"
+        )
+    ones_kept = bool(old.n_rows) and bool(old.atoms.all(axis=0).any())
+    if (drop_ones and ones_kept) or (not drop_ones and old.n_ones):
+        raise ValueError(f"drop_ones={drop_ones} but the dictionary was built the other way")
+    m_last, K_old, P = widths[-1], old.branches, old.n_atoms
+    raw = last_layer_spikes(
+        params,
+        x,
+        old.steps,
+        beta=old.beta,
+        bias_channel=old.bias_channel,
+        chunk_rows=chunk_rows,
+        device=device,
+        max_bytes=max_bytes,
+    )
+    # the old atoms are distinct, non-zero (and not all-ones when those are dropped), and
+    # every old raw column is zero, all-ones or equal to one of them: deduplicating them
+    # beside the new columns gives the groups of the whole raw dictionary
+    groups = dedup_columns(np.hstack([old.atoms, raw]), drop_ones=drop_ones)
+    reps = groups.representatives
+    if not np.array_equal(reps[:P], np.arange(P)):  # pragma: no cover - invariant
+        raise AssertionError("the old atoms did not stay the first atoms")
+    new_raw = K_old * m_last + reps[P:] - P  # raw column of each new atom's representative
+    counts = np.diff(groups.member_ptr)
+    atom_of = np.repeat(np.arange(len(reps)), counts)
+    is_new = groups.members >= P
+    old_raw = old.members[:, 0] * m_last + old.members[:, 1]
+    atom_all = np.concatenate([np.repeat(np.arange(P), np.diff(old.member_ptr)), atom_of[is_new]])
+    raw_all = np.concatenate([old_raw, K_old * m_last + groups.members[is_new] - P])
+    order = np.lexsort((raw_all, atom_all))  # by atom, then by raw column
+    members_raw = raw_all[order]
+    member_ptr = np.zeros(len(reps) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(atom_all, minlength=len(reps)), out=member_ptr[1:])
+    new_params = HiddenParams(
+        torch.cat([old.params.w_in, params.w_in.detach().to("cpu", torch.float64)]),
+        tuple(
+            torch.cat([a, b.detach().to("cpu", torch.float64)])
+            for a, b in zip(old.params.w_hidden, params.w_hidden, strict=True)
+        ),
+        tuple(
+            torch.cat([a, b.detach().to("cpu", torch.float64)])
+            for a, b in zip(old.params.thetas, params.thetas, strict=True)
+        ),
+    )
+    n_raw = old.n_atoms_raw + K_new * m_last
+    n_zero, n_ones = old.n_zero + groups.n_zero, old.n_ones + groups.n_ones
+    return SpikeDictionary(
+        atoms=np.hstack([old.atoms, raw[:, reps[P:] - P]]),
+        provenance=np.concatenate(
+            [old.provenance, np.stack([new_raw // m_last, new_raw % m_last], axis=1)]
+        ).astype(np.int64),
+        member_ptr=member_ptr,
+        members=np.stack([members_raw // m_last, members_raw % m_last], axis=1).astype(np.int64),
+        n_atoms_raw=int(n_raw),
+        n_zero=int(n_zero),
+        n_ones=int(n_ones),
+        n_duplicate=int(n_raw - n_zero - n_ones - len(reps)),
+        steps=old.steps,
+        n_samples=old.n_samples,
+        n_steps_total=old.n_steps_total,
+        params=new_params,
+        beta=old.beta,
+        bias_channel=old.bias_channel,
+    )
+
+
 def last_layer_spikes(
     params: HiddenParams,
     x: Tensor | np.ndarray,
@@ -363,6 +484,8 @@ def last_layer_spikes(
         remap[used] = np.arange(len(used))
         columns = np.stack([remap[columns[:, 0]], columns[:, 1]], axis=1)
         K = len(used)
+        if K == 0:  # no column asked for: nothing to run
+            return np.zeros((len(steps) * n, 0), dtype=np.uint8)
     n_cols = K * widths[-1] if columns is None else len(columns)
     limit = _limit(max_bytes)
     chunk = _chunk_samples(chunk_rows, T, n, K, d_eff, widths, limit)

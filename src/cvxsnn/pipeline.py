@@ -502,11 +502,25 @@ def _column_generation(
     pricer = search if config.cg_pricer == "random" else SurrogateAscent(base=search)
     layout = kw["heads"]
     accs: dict[int, tuple[float, float]] = {}
+    x_val, x_test = val.x.to(torch.float64), test.x.to(torch.float64)
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = {"val": (dic.provenance, D_val)}
+
+    def patterns(d: Any, name: str, x: torch.Tensor) -> np.ndarray:
+        # each round keeps the earlier atoms (same branches, same indices) and appends new
+        # ones: only the new atoms' branches run on the split
+        prov, D = known.get(name, (np.zeros((0, 2), dtype=np.int64), None))
+        P = len(prov)
+        if D is None or d.n_atoms < P or not np.array_equal(d.provenance[:P], prov):
+            D = d.transform(x)
+        elif d.n_atoms > P:
+            D = np.hstack([D, d.transform(x, atoms=slice(P, None))])
+        known[name] = (d.provenance, D)
+        return D
 
     def on_round(rd: Any, res: Any, d: Any) -> None:
         # the appended branches on the validation and test inputs
-        Dv = D_val if d is dic else d.transform(val.x.to(torch.float64))
-        Dt = d.transform(test.x.to(torch.float64))
+        Dv = patterns(d, "val", x_val)
+        Dt = patterns(d, "test", x_test)
         accs[rd.round] = (
             _accuracy_from_outputs(Dv @ res.coef + res.intercept, val, layout),
             _accuracy_from_outputs(Dt @ res.coef + res.intercept, test, layout),
