@@ -150,11 +150,12 @@ def pattern_scores(
     n, Q = patterns.shape
     out = np.empty(Q)
     # One float64 buffer for every block (a fresh (block, n) array per block cost more in
-    # page faults than the product). With several outputs the product is a BLAS gemm, whose
-    # sums do not depend on the layout: the buffer takes the patterns' layout, so the
-    # widening reads and writes contiguously. With one output it is a gemv, whose order of
-    # summation does: the buffer is then always sample-major (n, q), so that a score does
-    # not depend on how its patterns were stored.
+    # page faults than the product). With several outputs the product is a BLAS gemm,
+    # whose sums came out bit for bit the same in either layout in every run measured: the
+    # buffer takes the patterns' layout, so the widening reads and writes contiguously.
+    # With one output it is a gemv, whose order of summation depends on the layout: the
+    # buffer is then always sample-major (n, q), so that a score does not depend on how
+    # its patterns were stored.
     row_major = patterns.flags.c_contiguous and not patterns.flags.f_contiguous
     q_max = min(block, Q)
     if workspace is None:
@@ -183,11 +184,6 @@ def _keys(patterns: Array) -> list[bytes]:
     else:
         packed = np.ascontiguousarray(np.packbits(patterns, axis=0).T)
     return [row.tobytes() for row in packed]
-
-
-def _column_major(patterns: Array) -> Array:
-    """``patterns`` (n, Q) stored column-major (a no-op when it already is)."""
-    return np.asfortranarray(patterns)
 
 
 def _take_columns(parts: Sequence[Array], cols: Array) -> Array:
@@ -370,7 +366,7 @@ class PricingContext:
             bias_channel=self.bias_channel,
             device=self.device,
         )
-        return _column_major(spikes)
+        return np.asfortranarray(spikes)
 
     def scores(self, patterns: Array) -> Array:
         """``R°(d^T u0)`` per column, shape (Q,)."""
@@ -424,7 +420,10 @@ class PricingContext:
         surrogate = get_surrogate("sigmoid")
         # the layers below, built once and run chunk by chunk in reused buffers
         below = _below_net(params, self.beta, self.bias_channel, self.device)
-        dev = below.device if below is not None else (self.device or params.w_in.device)
+        if below is not None:
+            dev = below.device
+        else:
+            dev = self.device if self.device is not None else params.w_in.device
         workspace = ForwardWorkspace()
         w = w_last.to(device=dev, dtype=torch.float64)
         theta = params.thetas[-1].to(device=dev, dtype=torch.float64)

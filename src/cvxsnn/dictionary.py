@@ -355,6 +355,12 @@ def extend_dictionary(
     Returns
     -------
     SpikeDictionary
+
+    Notes
+    -----
+    The new branches run in batches of their own, so "equal" holds as in the Notes of
+    :func:`build_dictionary`: exactly, except where a membrane lies within rounding of
+    its threshold (the reconstruction check compares every row).
     """
     if not isinstance(dictionary, SpikeDictionary):
         raise TypeError(f"dictionary must be a SpikeDictionary; got {type(dictionary).__name__}")
