@@ -503,7 +503,7 @@ def _column_generation(
     layout = kw["heads"]
     accs: dict[int, tuple[float, float]] = {}
     x_val, x_test = val.x.to(torch.float64), test.x.to(torch.float64)
-    known: dict[str, tuple[np.ndarray, np.ndarray]] = {"val": (dic.provenance, D_val)}
+    known: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"val": (dic.provenance, D_val)}
 
     def patterns(d: Any, name: str, x: torch.Tensor) -> np.ndarray:
         # each round keeps the earlier atoms (same branches, same indices) and appends new
