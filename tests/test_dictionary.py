@@ -299,11 +299,9 @@ def test_extend_dictionary_equals_a_build_of_all_branches(
         assert np.array_equal(getattr(got, name), getattr(want, name)), name
     for name in ("n_atoms_raw", "n_zero", "n_ones", "n_duplicate", "steps", "n_samples"):
         assert getattr(got, name) == getattr(want, name), name
-    for a, b in zip(got.params, want.params, strict=True):
-        for u, v in zip(
-            a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True
-        ):
-            assert torch.equal(u, v)
+    g, w = got.params, want.params
+    tensors = zip((g.w_in, *g.w_hidden, *g.thetas), (w.w_in, *w.w_hidden, *w.thetas), strict=True)
+    assert all(torch.equal(u, v) for u, v in tensors)
     P = old.n_atoms
     assert np.array_equal(got.transform(x, atoms=slice(P, None)), got.atoms[:, P:])
     assert np.array_equal(got.transform(x, atoms=[P - 1, 0]), got.atoms[:, [P - 1, 0]])
