@@ -168,7 +168,9 @@ class NetTrace(NamedTuple):
 
 
 class ForwardWorkspace:
-    """Reusable buffers for :meth:`ParallelLIFNet.last_spikes` (no gradients).
+    """Reusable buffers for :meth:`ParallelLIFNet.last_spikes` (no gradients), and for
+    other loops that need the same large scratch many times (the scoring of column
+    generation, :func:`cvxsnn.colgen.pattern_scores`).
 
     A chunked forward pass over many samples allocates the same few
     ``(T, B, K, m)`` tensors for every chunk; each fresh allocation of that size
