@@ -286,9 +286,9 @@ def _last_layer_input(
 
     ``below`` is :func:`_below_net` of ``params`` when the caller runs many chunks; with
     ``workspace`` the spikes are a view into its buffers (valid until its next use)."""
-    if below is None:
+    if below is None and params.w_hidden:
         below = _below_net(params, beta, bias_channel, device)
-    if below is None:
+    if below is None:  # one hidden layer: it reads the inputs
         dev = torch.device(device) if device is not None else params.w_in.device
         xb = x.to(device=dev, dtype=torch.float64)
         if bias_channel:
