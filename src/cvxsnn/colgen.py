@@ -260,6 +260,11 @@ def _masked_branch(params: HiddenParams, branch: int, keep: Sequence[int]) -> Hi
     return HiddenParams(one.w_in * mask, (), one.thetas)
 
 
+def _run_device(params: HiddenParams, device: Any) -> torch.device:
+    """Where the witnesses run: ``device``, else where they are."""
+    return torch.device(device) if device is not None else params.w_in.device
+
+
 def _below_net(
     params: HiddenParams, beta: float, bias_channel: bool, device: Any
 ) -> ParallelLIFNet | None:
@@ -267,7 +272,7 @@ def _below_net(
     _, d_eff, widths = check_hidden_params(params)
     if len(widths) == 1:
         return None
-    dev = torch.device(device) if device is not None else params.w_in.device
+    dev = _run_device(params, device)
     below = HiddenParams(params.w_in, params.w_hidden[:-1], params.thetas[:-1])
     return _net_for(below, d_eff - int(bias_channel), beta, bias_channel, dev)
 
@@ -289,8 +294,7 @@ def _last_layer_input(
     if below is None and params.w_hidden:
         below = _below_net(params, beta, bias_channel, device)
     if below is None:  # one hidden layer: it reads the inputs
-        dev = torch.device(device) if device is not None else params.w_in.device
-        xb = x.to(device=dev, dtype=torch.float64)
+        xb = x.to(device=_run_device(params, device), dtype=torch.float64)
         if bias_channel:
             xb = torch.cat([xb, torch.ones_like(xb[..., :1])], dim=-1)
         return xb
@@ -420,10 +424,7 @@ class PricingContext:
         surrogate = get_surrogate("sigmoid")
         # the layers below, built once and run chunk by chunk in reused buffers
         below = _below_net(params, self.beta, self.bias_channel, self.device)
-        if below is not None:
-            dev = below.device
-        else:
-            dev = self.device if self.device is not None else params.w_in.device
+        dev = below.device if below is not None else _run_device(params, self.device)
         workspace = ForwardWorkspace()
         w = w_last.to(device=dev, dtype=torch.float64)
         theta = params.thetas[-1].to(device=dev, dtype=torch.float64)

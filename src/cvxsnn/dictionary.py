@@ -409,16 +409,11 @@ def extend_dictionary(
     members_raw = raw_all[order]
     member_ptr = np.zeros(len(reps) + 1, dtype=np.int64)
     np.cumsum(np.bincount(atom_all, minlength=len(reps)), out=member_ptr[1:])
+    add = _as64(params)
     new_params = HiddenParams(
-        torch.cat([old.params.w_in, params.w_in.detach().to("cpu", torch.float64)]),
-        tuple(
-            torch.cat([a, b.detach().to("cpu", torch.float64)])
-            for a, b in zip(old.params.w_hidden, params.w_hidden, strict=True)
-        ),
-        tuple(
-            torch.cat([a, b.detach().to("cpu", torch.float64)])
-            for a, b in zip(old.params.thetas, params.thetas, strict=True)
-        ),
+        torch.cat([old.params.w_in, add.w_in]),
+        tuple(torch.cat(ab) for ab in zip(old.params.w_hidden, add.w_hidden, strict=True)),
+        tuple(torch.cat(ab) for ab in zip(old.params.thetas, add.thetas, strict=True)),
     )
     n_raw = old.n_atoms_raw + K_new * m_last
     n_zero, n_ones = old.n_zero + groups.n_zero, old.n_ones + groups.n_ones
@@ -762,6 +757,16 @@ def _dedup(
         params=cpu,
         beta=float(beta),
         bias_channel=bool(bias_channel),
+    )
+
+
+def _as64(params: HiddenParams) -> HiddenParams:
+    """The witnesses detached, as float64 on the CPU (the tensors themselves when they
+    already are)."""
+    return HiddenParams(
+        params.w_in.detach().to("cpu", torch.float64),
+        tuple(w.detach().to("cpu", torch.float64) for w in params.w_hidden),
+        tuple(t.detach().to("cpu", torch.float64) for t in params.thetas),
     )
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cvxsnn.dictionary import SpikeDictionary, _check_steps, _check_x
+from cvxsnn.dictionary import SpikeDictionary, _as64, _check_steps, _check_x
 from cvxsnn.network import (
     ForwardWorkspace,
     HiddenParams,
@@ -455,14 +455,6 @@ def verify_reconstruction(
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-def _as64(params: HiddenParams) -> HiddenParams:
-    return HiddenParams(
-        params.w_in.detach().to("cpu", torch.float64),
-        tuple(w.detach().to("cpu", torch.float64) for w in params.w_hidden),
-        tuple(t.detach().to("cpu", torch.float64) for t in params.thetas),
-    )
-
-
 def _check_same_witnesses(params: HiddenParams, dictionary: SpikeDictionary) -> None:
     mine, theirs = _as64(params), dictionary.params
     if len(mine.thetas) != len(theirs.thetas):
