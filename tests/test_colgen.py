@@ -227,6 +227,77 @@ def test_surrogate_ascent_raises_scores_from_random_starts():
     assert np.sort(cand.scores)[-8:].mean() > np.sort(base)[-8:].mean()
 
 
+@pytest.mark.parametrize("layers", ["last", "all"])
+def test_surrogate_ascent_runs_repeated_sequences_once(monkeypatch, layers):
+    """Merging repeated sequences (their residual rows summed) leaves the ascent's path.
+
+    The reference runs every sample; the merged ascent runs each of the 64 distinct
+    sequences once. Same objective and gradient up to rounding, so the same snapshots to
+    rounding and the same exact patterns.
+    """
+    import cvxsnn.colgen as colgen
+
+    x, y = _xor(6, 300, seed=5)
+    x = x[:, torch.randperm(300, generator=_gen(2))]  # repeats not adjacent
+    steps = (5,)
+    p0 = sample_witnesses(2, (8, 8), 2, generator=_gen(1))
+    from cvxsnn.dictionary import build_dictionary
+
+    dic = build_dictionary(p0, x, steps)
+    sol = solve(dic.atoms, y, 0.02)
+    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
+
+    def run():
+        ctx = PricingContext(
+            x=x,
+            steps=steps,
+            widths=(8, 8),
+            beta=0.99,
+            bias_channel=True,
+            u0=u0,
+            rho=0.02,
+            penalty=make_penalty("l1"),
+            generator=_gen(9),
+            device=None,
+            dtype=torch.float64,
+        )
+        asc = SurrogateAscent(base=None, starts=4, iters=20, check_every=5, layers=layers)
+        return asc(ctx)
+
+    seen = []
+    merge = colgen._merge_repeats
+
+    def spy(xs, u):
+        seen.append(merge(xs, u))
+        return seen[-1]
+
+    monkeypatch.setattr(colgen, "_merge_repeats", spy)
+    merged = run()
+    xs, us = seen[0]
+    assert xs.shape[1] == 64 and us.shape == (1, 64, 1)
+    codes = (x.argmax(dim=2) * (2 ** torch.arange(6))[:, None]).sum(0).numpy()  # (n,)
+    first = np.unique(codes, return_index=True)[1]
+    for q, code in enumerate(codes[np.sort(first)]):  # distinct sequences in first-seen order
+        assert torch.equal(xs[:, q], x[:, np.flatnonzero(codes == code)[0]])
+        np.testing.assert_allclose(us[0, q], u0[codes == code].sum(axis=0), rtol=1e-12, atol=1e-15)
+    monkeypatch.setattr(colgen, "_merge_repeats", lambda xs, u: (xs, u))
+    every = run()
+    for a, b in zip(merged.params, every.params, strict=True):
+        for ta, tb in zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]:
+            torch.testing.assert_close(ta, tb, rtol=1e-9, atol=1e-12)
+    assert np.array_equal(merged.patterns, every.patterns)
+    np.testing.assert_array_equal(merged.scores, every.scores)
+
+
+def test_merge_repeats_leaves_distinct_sequences_alone():
+    from cvxsnn.colgen import _merge_repeats
+
+    x = torch.randn(4, 50, 3, generator=_gen(0), dtype=torch.float64)
+    u = np.random.default_rng(0).standard_normal((2, 50, 3))
+    xs, us = _merge_repeats(x, u)
+    assert xs is x and us is u
+
+
 def test_deep_cg_is_monotone_and_reconstruction_exact():
     x, y = _xor(6, 40, seed=5)
     steps = (5,)

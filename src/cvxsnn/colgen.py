@@ -600,6 +600,8 @@ class SurrogateAscent:
     max_samples : int
         Samples (sequences) the ascent sees, a fixed random subset when the
         data has more; the exact patterns are always computed on every row.
+        Repeated sequences among them run once (:func:`_merge_repeats`: the
+        same objective and gradient, up to rounding).
     surrogate, surrogate_scale
         Backward surrogate of the hidden spikes (see
         :func:`cvxsnn.kernel.get_surrogate`).
@@ -688,7 +690,6 @@ class SurrogateAscent:
         if n > self.max_samples:
             idx = torch.randperm(n, generator=ctx.generator)[: self.max_samples].sort().values
         x = ctx.x if idx is None else ctx.x[:, idx]
-        nb = x.shape[1]
         net = _net_for(start, d, ctx.beta, ctx.bias_channel, ctx.device)
         net.surrogate = get_surrogate(self.surrogate, self.surrogate_scale)
         dev, dt = net.device, net.dtype
@@ -696,9 +697,11 @@ class SurrogateAscent:
             np.arange(len(ctx.steps))[:, None] * n
             + (np.arange(n) if idx is None else idx.numpy())[None, :]
         )
-        u_sub = torch.as_tensor(ctx.u0[rows.reshape(-1)], device=dev, dtype=dt)  # (S nb, C)
+        x, u_rows = _merge_repeats(x, ctx.u0[rows])  # (S, nb, C) -> (S, n_run, C)
+        nb = x.shape[1]
+        u_sub = torch.as_tensor(u_rows.reshape(-1, E.shape[2]), device=dev, dtype=dt)
         V = torch.einsum("rc,kjc->rkj", u_sub, torch.as_tensor(E, device=dev, dtype=dt))
-        V = V.reshape(len(ctx.steps), nb, Ks, -1)  # (S, nb, K_s, m)
+        V = V.reshape(len(ctx.steps), nb, Ks, -1)  # (S, n_run, K_s, m)
         weights = [net.w_in, *net.w_hidden]
         inp = None
         if self.layers == "last":
@@ -726,6 +729,26 @@ class SurrogateAscent:
             if it % self.check_every == 0 or it == self.iters:
                 snaps.append(net.hidden_params())
         return _to(concat_params(snaps[1:]), start)
+
+
+def _merge_repeats(x: Tensor, u_rows: Array) -> tuple[Tensor, Array]:
+    """The ascent's sequences and residual rows with repeated sequences run once.
+
+    Samples with the same input sequence have the same membranes, so their terms of
+    ``J = sum_i v_i . sigmoid((U_i - theta) / tau)``, with ``v_i`` linear in the
+    residual row ``u_i``, merge into one term whose row is the sum of theirs: the
+    same objective and gradient, from one run per distinct sequence (FIRST-LAST-XOR
+    at T = 6 has 64 among 2,000 samples). Merging follows the rule of the dictionary
+    build (:func:`repeated_samples`), and the rows are summed in sample order on the
+    host, so the result does not depend on the device; otherwise ``x`` and
+    ``u_rows`` (S, n, C) come back as they are.
+    """
+    distinct = repeated_samples(x)
+    if distinct is None:
+        return x, u_rows
+    merged = np.zeros((u_rows.shape[0], len(distinct.first), u_rows.shape[2]), dtype=np.float64)
+    np.add.at(merged, (slice(None), distinct.inverse), u_rows)
+    return distinct.take(x), merged
 
 
 class EnumeratedPricer:
