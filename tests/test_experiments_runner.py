@@ -184,7 +184,7 @@ def test_cell_progress_line(tmp_path):
     assert runner_mod.cell_progress(tmp_path) == "3 learning rates done, best val 0.918"
 
 
-def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path):
+def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path, monkeypatch):
     """After a kill the progress file (rewritten every epoch) can be ahead of the snapshot
     (written every snapshot_every_s): the resume line reads the snapshot, and the status
     shows both when they differ."""
@@ -231,9 +231,13 @@ def test_resume_point_is_read_from_the_snapshot_not_the_progress_file(tmp_path):
     # without a progress file both read the snapshot, which lacks the grid's size
     (tmp_path / "sg.progress.json").unlink()
     snapshot([], dict(lr_index=0, epoch=146, best=(0.886, 0.3, 140)))
+    loads = []
+    real = runner_mod.snapshot_progress
+    monkeypatch.setattr(runner_mod, "snapshot_progress", lambda p: loads.append(p) or real(p))
     assert runner_mod._status_detail(tmp_path) == (
         "lr 1 epoch 146, best val 0.886, 9 s trained (snapshot)"
     )
+    assert loads.count(tmp_path / "sg.pt") == 1  # one load answers both questions
     (tmp_path / "sg.pt").write_bytes(b"not a snapshot")
     assert runner_mod._status_detail(tmp_path) == "unreadable snapshot"
 

@@ -431,11 +431,26 @@ PROGRESS_POLL_S = 15.0
 _STAGES = {"sg": "", "sg_continue": "continued "}  # snapshot stem -> how its line starts
 
 
-def _stage_info(folder: Path, stem: str, saved: bool, since: float | None) -> dict | None:
-    """One stage's progress summary: its progress file, or (``saved``) its snapshot."""
+def _stage_info(
+    folder: Path, stem: str, saved: bool, since: float | None, loaded: dict | None = None
+) -> dict | None:
+    """One stage's progress summary: its progress file, or (``saved``) its snapshot.
+
+    ``loaded`` keeps the snapshots' summaries between calls on the same folder (each is
+    a ``torch.load`` of the whole snapshot)."""
     info = read_progress(folder / f"{stem}.progress.json")
+
+    def from_snapshot() -> dict | None:
+        path = folder / f"{stem}.pt"
+        if loaded is None:
+            return snapshot_progress(path)
+        if path not in loaded:
+            loaded[path] = snapshot_progress(path)
+        got = loaded[path]
+        return None if got is None else dict(got)  # callers may edit their copy
+
     if saved:
-        snap = snapshot_progress(folder / f"{stem}.pt")
+        snap = from_snapshot()
         if snap is not None and info is not None:  # the grid's size and epoch limit
             snap["n_lrs"], snap["max_epochs"] = info.get("n_lrs"), info.get("max_epochs")
             if snap.get("rate_ended") and isinstance(snap["n_lrs"], int):
@@ -446,16 +461,18 @@ def _stage_info(folder: Path, stem: str, saved: bool, since: float | None) -> di
                     snap["done"] = True
         info = snap
     elif info is None and since is None:
-        info = snapshot_progress(folder / f"{stem}.pt")
+        info = from_snapshot()
     if info is None or (since is not None and float(info.get("updated", 0.0)) < since):
         return None
     return info
 
 
-def _latest_stage(folder: Path, saved: bool, since: float | None) -> tuple[dict, str] | None:
+def _latest_stage(
+    folder: Path, saved: bool, since: float | None, loaded: dict | None = None
+) -> tuple[dict, str] | None:
     latest = None
     for stem, prefix in _STAGES.items():
-        info = _stage_info(folder, stem, saved, since)
+        info = _stage_info(folder, stem, saved, since, loaded)
         if info is None:
             continue
         if latest is None or info.get("updated", 0.0) >= latest[0].get("updated", 0.0):
@@ -508,7 +525,8 @@ def cell_progress(
 
 def _status_detail(folder: Path) -> str:
     """Where an interrupted cell stands, and where a rerun resumes when that is earlier."""
-    latest = _latest_stage(folder, False, None)
+    loaded: dict = {}  # each snapshot loaded once for both questions
+    latest = _latest_stage(folder, False, None, loaded)
     if latest is None:
         return "unreadable snapshot"
     line = _progress_line(*latest) or "snapshot, unreadable progress file"
@@ -516,7 +534,7 @@ def _status_detail(folder: Path) -> str:
     if isinstance(elapsed, (int, float)):
         tail = " (snapshot)" if line.endswith(" (snapshot)") else ""
         line = f"{line.removesuffix(tail)}, {elapsed:,.0f} s trained{tail}"
-    saved = _latest_stage(folder, True, None)
+    saved = _latest_stage(folder, True, None, loaded)
     if saved is None:
         return f"{line}; no readable snapshot: a rerun starts the cell afresh"
     if _position(*saved) != _position(*latest):
