@@ -401,6 +401,80 @@ def test_pattern_scores_and_keys_do_not_depend_on_layout_or_block(n, Q, C, block
     assert np.array_equal(_take_columns(parts, cols), both[:, cols])
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandomSearch(proposals=5, scales=(0.5, 1.0), local_rounds=2, elite=3),
+        lambda: RandomSearch(proposals=4, local_rounds=0),
+        lambda: SurrogateAscent(base=RandomSearch(proposals=6, local_rounds=1), iters=7),
+        lambda: SurrogateAscent(base=None, starts=3, iters=10, check_every=5, scales=(1.0,)),
+    ],
+)
+def test_pricer_candidates_counts_what_the_pricer_returns(make):
+    from cvxsnn.colgen import pricer_candidates
+
+    x, y = _xor(5, 40, seed=4)
+    steps, widths = (4,), (6, 5)
+    p0 = sample_witnesses(2, widths, 2, generator=_gen(1))
+    from cvxsnn.dictionary import build_dictionary
+
+    dic = build_dictionary(p0, x, steps)
+    sol = solve(dic.atoms, y, 0.05)
+    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
+    ctx = PricingContext(
+        x=x,
+        steps=steps,
+        widths=widths,
+        beta=0.99,
+        bias_channel=True,
+        u0=u0,
+        rho=0.05,
+        penalty=make_penalty("l1"),
+        generator=_gen(3),
+        device=None,
+        dtype=torch.float64,
+    )
+    pricer = make()
+    cand = pricer(ctx)
+    assert pricer_candidates(pricer, widths[-1]) == cand.patterns.shape[1] == len(cand.scores)
+    pool = EnumeratedPricer(p0)
+    assert pricer_candidates(pool, widths[-1]) == pool(ctx).patterns.shape[1]
+    assert pricer_candidates(object(), widths[-1]) is None
+
+
+def test_search_memory_estimate_and_the_examined_store(monkeypatch):
+    import cvxsnn.colgen as colgen
+    from cvxsnn.colgen import estimate_search_bytes
+
+    est = estimate_search_bytes(1000, 300, max_examined=50, block=128)
+    examined = 50 * 1000 + 50 * (125 + 100)  # patterns and their keys
+    assert est == {
+        "examined": examined,
+        "candidates": 600_000,
+        "scoring": 8 * 1000 * 128,
+        "total": examined + 600_000 + 8 * 1000 * 128,
+    }
+    assert estimate_search_bytes(1000, None, max_examined=0)["scoring"] == 8 * 1000 * 4096
+    with pytest.raises(ValueError, match="n_rows"):
+        estimate_search_bytes(0, 10)
+    # the store keeps copies, in order, across blocks; what it holds stays within the cap
+    monkeypatch.setattr(colgen._ColumnStore, "BLOCK", 3)
+    store = colgen._ColumnStore(4, cap=7)
+    pats = np.asfortranarray(np.random.default_rng(0).integers(0, 2, (4, 9), dtype=np.uint8))
+    for j in range(7):
+        store.append(pats[:, j])
+    pats[:] = 9  # the caller's array may change or be freed: the store has copies
+    blocks = store.filled()
+    assert [b.shape for b in blocks] == [(3, 4), (3, 4), (1, 4)]
+    assert np.array_equal(
+        np.concatenate(blocks),
+        np.random.default_rng(0).integers(0, 2, (4, 9), dtype=np.uint8)[:, :7].T,
+    )
+    assert sum(b.nbytes for b in store.blocks) <= colgen._ColumnStore.max_bytes(4, 7)
+    with pytest.raises(ValueError, match="at most 7"):
+        store.append(pats[:, 7])
+
+
 def test_bad_arguments():
     x, y = _xor(3, 6, seed=0)
     p0 = sample_witnesses(2, (2,), 1, generator=_gen(0))

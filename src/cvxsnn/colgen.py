@@ -82,13 +82,19 @@ __all__ = [
     "dual_direction",
     "enumerate_patterns",
     "enumerate_realizable_patterns",
+    "estimate_search_bytes",
     "pattern_bounds",
     "pattern_scores",
+    "pricer_candidates",
 ]
 
 StopReason = Literal["no_violation", "no_improvement", "max_rounds", "no_new_atom"]
 
 Array = np.ndarray
+
+#: Distinct examined patterns :func:`column_generation` keeps by default for its
+#: examined-set certificate (one byte per dictionary row each).
+MAX_EXAMINED = 100_000
 
 
 # --------------------------------------------------------------------------- #
@@ -1300,7 +1306,7 @@ def column_generation(
     tol: float = 1e-6,
     violation_tol: float = 1e-6,
     improve_tol: float = 1e-9,
-    max_examined: int = 100_000,
+    max_examined: int = MAX_EXAMINED,
     dictionary: SpikeDictionary | None = None,
     W0: Array | None = None,
     b0: Array | None = None,
@@ -1417,7 +1423,7 @@ def column_generation(
     res = solve(dic.atoms, Yv, rho, W0=W0, b0=b0, **kw)
     known = dict.fromkeys(_keys(dic.atoms))
     examined: dict[bytes, None] = {}
-    ex_cols: list[Array] = []
+    ex_cols = _ColumnStore(dic.n_rows, max_examined)
     capped = False
     rounds: list[CGRound] = []
     stop: StopReason = "max_rounds"
@@ -1448,7 +1454,7 @@ def column_generation(
             if key not in examined and key not in known:
                 if len(examined) < max_examined:
                     examined[key] = None
-                    ex_cols.append(cand.patterns[:, j])
+                    ex_cols.append(cand.patterns[:, j])  # a copy: the round's array is freed
                 else:
                     capped = True
         max_score = float(cand.scores.max()) if cand.scores.size else 0.0
@@ -1530,6 +1536,68 @@ def column_generation(
     )
 
 
+def pricer_candidates(pricer: Any, m_last: int) -> int | None:
+    """Candidate patterns one call of ``pricer`` returns at most, or None if unknown.
+
+    Counted for the pricers of this module (their sweeps, local rounds and snapshots);
+    a user pricer's count is not known in advance.
+    """
+    if isinstance(pricer, RandomSearch):
+        branches = pricer.proposals * len(pricer.scales)
+        branches += (
+            pricer.local_rounds * pricer.elite * pricer.local_copies * len(pricer.local_scales)
+        )
+        return branches * m_last
+    if isinstance(pricer, SurrogateAscent):
+        base = 0 if pricer.base is None else pricer_candidates(pricer.base, m_last)
+        if base is None:
+            return None
+        snaps = pricer.iters // pricer.check_every + (pricer.iters % pricer.check_every > 0)
+        return base + pricer.starts * snaps * len(pricer.scales) * m_last
+    if isinstance(pricer, EnumeratedPricer):
+        return int(pricer.pool.w_in.shape[0]) * m_last
+    return None
+
+
+def estimate_search_bytes(
+    n_rows: int, candidates: int | None, max_examined: int = MAX_EXAMINED, block: int = 4096
+) -> dict[str, int]:
+    """Upper estimate of the host memory the column-generation search adds, in bytes.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows of the dictionary (supervised steps x samples).
+    candidates : int or None
+        Patterns per pricing round (:func:`pricer_candidates`); None leaves them out.
+    max_examined, block
+        :func:`column_generation`'s cap on kept examined patterns, and
+        :func:`pattern_scores`'s block.
+
+    Returns
+    -------
+    dict of str to int
+        ``examined``: the kept examined patterns, one byte per row each, at the cap,
+        with their byte keys (bit-packed, about 100 bytes of Python object and dict
+        entry each); ``candidates``: one round's patterns, twice (the search's parts and their
+        concatenation exist together for a moment); ``scoring``: the float64 buffer a
+        block of patterns is widened into; ``total``: their sum. The dictionary itself
+        and the forward passes' chunk buffers (cache-sized) come on top.
+    """
+    for name, v in (("n_rows", n_rows), ("max_examined", max_examined), ("block", block)):
+        if int(v) < (0 if name == "max_examined" else 1):
+            raise ValueError(f"{name} must be >= {0 if name == 'max_examined' else 1}; got {v}")
+    q = 0 if candidates is None else int(candidates)
+    out = {
+        "examined": _ColumnStore.max_bytes(n_rows, max_examined)
+        + int(max_examined) * (-(-int(n_rows) // 8) + 100),
+        "candidates": 2 * int(n_rows) * q,
+        "scoring": 8 * int(n_rows) * (int(block) if candidates is None else min(int(block), q)),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
 def _to(p: HiddenParams, like: HiddenParams) -> HiddenParams:
     dev, dt = like.w_in.device, like.w_in.dtype
     return HiddenParams(
@@ -1585,9 +1653,50 @@ def _padded_result(
     )
 
 
+class _ColumnStore:
+    """Examined patterns, copied into blocks of ``BLOCK`` contiguous rows (one per pattern).
+
+    A kept pattern is copied rather than kept as a view into its round's candidate
+    array: a view holds the whole array (every candidate of that round) alive, so the
+    search's memory grew with every round that added an examined pattern. The store
+    holds at most ``cap`` patterns of ``n_rows`` bytes each, allocated block by block as
+    they fill; block ``b`` is what :func:`_examined_certificate` scores as one block.
+    """
+
+    BLOCK = 8192
+
+    def __init__(self, n_rows: int, cap: int) -> None:
+        self.n_rows, self.cap = int(n_rows), int(cap)
+        self.blocks: list[Array] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, column: Array) -> None:
+        if self.count >= self.cap:
+            raise ValueError(f"the store holds at most {self.cap} patterns")
+        b, i = divmod(self.count, self.BLOCK)
+        if b == len(self.blocks):
+            rows = min(self.BLOCK, self.cap - b * self.BLOCK)
+            self.blocks.append(np.empty((rows, self.n_rows), dtype=np.uint8))
+        self.blocks[b][i] = column
+        self.count += 1
+
+    def filled(self) -> list[Array]:
+        """The blocks, the last cut to its filled rows: (rows, n_rows) each."""
+        full, rest = divmod(self.count, self.BLOCK)
+        return self.blocks[:full] + ([self.blocks[full][:rest]] if rest else [])
+
+    @staticmethod
+    def max_bytes(n_rows: int, cap: int) -> int:
+        """What a full store holds."""
+        return int(n_rows) * int(cap)
+
+
 def _examined_certificate(
     D: Array,
-    ex_cols: list[Array],
+    ex_cols: _ColumnStore,
     Y: Array,
     res: SolveResult,
     u0: Array,
@@ -1599,11 +1708,9 @@ def _examined_certificate(
     """Max score over examined patterns and the gap over dictionary + examined patterns."""
     m_d = float(pattern_scores(D, u0, pe, workspace=workspace).max()) if D.shape[1] else 0.0
     m_e = 0.0
-    for a in range(0, len(ex_cols), 8192):
-        # columns stacked as contiguous rows, read through the transpose: stacking them as
-        # columns of a row-major block was a strided write (most of this function's time)
-        block = np.stack(ex_cols[a : a + 8192], axis=0).T
-        m_e = max(m_e, float(pattern_scores(block, u0, pe, workspace=workspace).max()))
+    for rows in ex_cols.filled():
+        # the patterns are contiguous rows of the store, read through the transpose
+        m_e = max(m_e, float(pattern_scores(rows.T, u0, pe, workspace=workspace).max()))
     M = max(m_d, m_e)
     s = 1.0 if M <= rho else rho / M
     dual = lo.dual(s * u0, Y)

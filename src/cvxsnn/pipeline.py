@@ -495,7 +495,15 @@ def _column_generation(
     so not its autoregressive metrics; equal to the accuracy for one supervised step).
     They are reported, never used to choose anything.
     """
-    from cvxsnn.colgen import RandomSearch, SurrogateAscent, column_generation
+    from cvxsnn.colgen import (
+        MAX_EXAMINED,
+        RandomSearch,
+        SurrogateAscent,
+        column_generation,
+        estimate_search_bytes,
+        pricer_candidates,
+    )
+    from cvxsnn.dictionary import _fmt
 
     train, val, test = task.train, task.val, task.test
     search = RandomSearch(proposals=config.cg_proposals, sigma=config.sigma)
@@ -526,6 +534,15 @@ def _column_generation(
             _accuracy_from_outputs(Dt @ res.coef + res.intercept, test, layout),
         )
 
+    q = pricer_candidates(pricer, dic.widths[-1])
+    est = estimate_search_bytes(dic.n_rows, q)
+    _log(
+        progress,
+        f"column-generation memory estimate: up to {_fmt(est['total'])} beyond the "
+        f"dictionary: examined patterns {_fmt(est['examined'])} ({MAX_EXAMINED} kept at most), "
+        f"one round's {q} candidates {_fmt(est['candidates'])} (twice while joined), "
+        f"scoring buffer {_fmt(est['scoring'])}",
+    )
     cg = column_generation(
         params,
         train.x.to(torch.float64),
