@@ -410,11 +410,16 @@ def test_pattern_scores_and_keys_do_not_depend_on_layout_or_block(n, Q, C, block
         lambda: SurrogateAscent(base=None, starts=3, iters=10, check_every=5, scales=(1.0,)),
     ],
 )
-def test_pricer_candidates_counts_what_the_pricer_returns(make):
+@pytest.mark.parametrize("T", [5, 10])  # 40 samples: repeated sequences at T = 5, none at 10
+@pytest.mark.parametrize("capacity", ["planned", "too small", "unknown"])
+def test_pricer_candidates_counts_what_the_pricer_returns(make, T, capacity, monkeypatch):
+    # the count is exact, and the search's sweeps written into one planned array give the
+    # patterns and scores of the kernel run on the returned witnesses, as do fresh arrays
+    import cvxsnn.colgen as colgen
     from cvxsnn.colgen import pricer_candidates
 
-    x, y = _xor(5, 40, seed=4)
-    steps, widths = (4,), (6, 5)
+    x, y = _xor(T, 40, seed=4)
+    steps, widths = (T - 1,), (6, 5)
     p0 = sample_witnesses(2, widths, 2, generator=_gen(1))
     from cvxsnn.dictionary import build_dictionary
 
@@ -435,8 +440,16 @@ def test_pricer_candidates_counts_what_the_pricer_returns(make):
         dtype=torch.float64,
     )
     pricer = make()
+    count = pricer_candidates(pricer, widths[-1])
+    if capacity != "planned":
+        fake = None if capacity == "unknown" else count - 1
+        monkeypatch.setattr(colgen, "pricer_candidates", lambda *a: fake)
     cand = pricer(ctx)
-    assert pricer_candidates(pricer, widths[-1]) == cand.patterns.shape[1] == len(cand.scores)
+    assert count == cand.patterns.shape[1] == len(cand.scores)
+    assert np.array_equal(cand.patterns, ctx.spikes(cand.params))
+    # (each sweep is scored on its own: its blocks may sum in another order)
+    np.testing.assert_allclose(cand.scores, ctx.scores(ctx.spikes(cand.params)), atol=1e-12)
+    monkeypatch.undo()
     pool = EnumeratedPricer(p0)
     assert pricer_candidates(pool, widths[-1]) == pool(ctx).patterns.shape[1]
     assert pricer_candidates(object(), widths[-1]) is None

@@ -406,7 +406,9 @@ class PricingContext:
         distinct = repeated_samples(self.x)
         return (self.x if distinct is None else distinct.take(self.x)), distinct
 
-    def swept(self, params: HiddenParams, factors: Sequence[float]) -> tuple[HiddenParams, Array]:
+    def swept(
+        self, params: HiddenParams, factors: Sequence[float], dest: Array | None = None
+    ) -> tuple[HiddenParams, Array]:
         """Branches under a threshold sweep and their last-layer patterns.
 
         Equal to ``(p, self.spikes(p))`` with ``p = _scale_last(params, factors)``
@@ -415,14 +417,31 @@ class PricingContext:
         layer's recurrence is run per factor (by the one kernel). As in
         :func:`~cvxsnn.dictionary.last_layer_spikes`, the kernel runs once per
         distinct input sequence and repeated samples copy its rows.
+
+        ``dest``, a C-contiguous uint8 array of shape (F K m_last, S n), receives the
+        patterns (one row per pattern), and the returned patterns are its transpose:
+        a search writes all its sweeps into one array instead of concatenating them.
         """
         swept = _scale_last(params, factors)
         K, _, widths = check_hidden_params(params)
         x, distinct = self._distinct
         n = x.shape[1]
         S, m_last = len(self.steps), widths[-1]
+        Q = len(factors) * K * m_last
+        if dest is not None and (
+            dest.shape != (Q, S * self.x.shape[1])
+            or dest.dtype != np.uint8
+            or not dest.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"dest must be a C-contiguous uint8 array of shape {(Q, S * self.x.shape[1])}; "
+                f"got {dest.shape} {dest.dtype}"
+            )
         # column-major patterns: (F, K, m, S, n) is (S n, F K m) with every column contiguous
-        out = np.empty((len(factors), K, m_last, S, n), dtype=np.uint8)
+        if dest is not None and distinct is None:
+            out = dest.reshape(len(factors), K, m_last, S, n)
+        else:
+            out = np.empty((len(factors), K, m_last, S, n), dtype=np.uint8)
         dst = torch.from_numpy(out)
         # samples per chunk: one (B, K, m) float64 step tensor stays cache-sized
         chunk = max(1, min(n, CACHE_STEP_BYTES // max(1, 8 * K * max(widths))))
@@ -448,10 +467,43 @@ class PricingContext:
                     sel = spk.index_select(0, step_idx).to(torch.uint8)  # (S, B, K, m)
                     dst[f, :, :, :, a:b].copy_(sel.permute(2, 3, 0, 1))
         # columns factor-major then branch-major; rows (S n), step-major
-        cols = out.reshape(len(factors) * K * m_last, S, n)
+        cols = out.reshape(Q, S, n)
         if distinct is not None:  # sample i takes the spikes of distinct sample inverse[i]
-            cols = np.take(cols, distinct.inverse, axis=2)
-        return swept, cols.reshape(cols.shape[0], -1).T
+            into = None if dest is None else dest.reshape(Q, S, -1)
+            cols = np.take(cols, distinct.inverse, axis=2, out=into)
+        return swept, cols.reshape(Q, -1).T
+
+
+class _Candidates:
+    """One array that a search's threshold sweeps fill in turn, one row per pattern.
+
+    ``capacity`` patterns at most (:func:`pricer_candidates`); None, or a sweep that
+    does not fit, falls back to a fresh array per sweep (then ``used`` is False and
+    the caller concatenates the parts). Writing every sweep into one array saves the
+    concatenation: a copy of every candidate pattern, into a fresh array whose page
+    faults cost as much again (4.6 s of a 44 s ADDITION search).
+    """
+
+    def __init__(self, capacity: int | None, ctx: PricingContext) -> None:
+        self.ctx = ctx
+        n_rows = len(ctx.steps) * ctx.x.shape[1]
+        self.rows = None if capacity is None else np.empty((capacity, n_rows), dtype=np.uint8)
+        self.filled = 0
+        self.used = self.rows is not None
+
+    def sweep(self, params: HiddenParams, factors: Sequence[float]) -> tuple[HiddenParams, Array]:
+        q = len(factors) * int(params.w_in.shape[0]) * self.ctx.widths[-1]
+        if self.used and self.rows is not None and self.filled + q <= len(self.rows):
+            dest = self.rows[self.filled : self.filled + q]
+            self.filled += q
+            return self.ctx.swept(params, factors, dest)
+        self.used = False  # not planned for: every later part is a fresh array too
+        return self.ctx.swept(params, factors)
+
+    def patterns(self) -> Array:
+        """The filled patterns, (S n, Q) column-major."""
+        assert self.rows is not None and self.used
+        return self.rows[: self.filled].T
 
 
 @dataclass(frozen=True)
@@ -534,13 +586,21 @@ class RandomSearch:
             )
 
     def __call__(self, ctx: PricingContext) -> Candidates:
-        parts, pat_parts, score_parts = self._search(ctx)
-        return Candidates(concat_params(parts), _hcat(pat_parts), np.concatenate(score_parts))
+        dest = _Candidates(pricer_candidates(self, ctx.widths[-1]), ctx)
+        parts, pat_parts, score_parts = self._search(ctx, dest)
+        pats = dest.patterns() if dest.used else _hcat(pat_parts)
+        return Candidates(concat_params(parts), pats, np.concatenate(score_parts))
 
-    def _search(self, ctx: PricingContext) -> tuple[list[HiddenParams], list[Array], list[Array]]:
-        """The search's branches, patterns and scores, one part per sweep (in order)."""
+    def _search(
+        self, ctx: PricingContext, dest: _Candidates | None = None
+    ) -> tuple[list[HiddenParams], list[Array], list[Array]]:
+        """The search's branches, patterns and scores, one part per sweep (in order).
+
+        With ``dest`` every sweep writes its patterns into the next rows of that one
+        array, and the parts are views into it."""
+        dest = _Candidates(None, ctx) if dest is None else dest
         base = ctx.propose(self.proposals, self.sigma, self.scheme)
-        params, pats = ctx.swept(base, self.scales)
+        params, pats = dest.sweep(base, self.scales)
         scores = ctx.scores(pats)
         parts, pat_parts, score_parts = [params], [pats], [scores]
         m_last = ctx.widths[-1]
@@ -551,7 +611,7 @@ class RandomSearch:
             sel = _select(all_params, elite)
             moved = perturb_witnesses(sel, scale, ctx.generator, self.local_copies)
             moved = _select(moved, range(len(elite), moved.w_in.shape[0]))  # drop originals
-            moved, p = ctx.swept(moved, self.local_scales)
+            moved, p = dest.sweep(moved, self.local_scales)
             parts.append(moved)
             pat_parts.append(p)
             score_parts.append(ctx.scores(p))
@@ -650,9 +710,10 @@ class SurrogateAscent:
         params: list[HiddenParams] = []
         pat_parts: list[Array] = []
         score_parts: list[Array] = []
+        dest = _Candidates(pricer_candidates(self, m_last), ctx)
         if self.base is not None:
-            if isinstance(self.base, RandomSearch):  # its parts: one concatenation, not two
-                params, pat_parts, score_parts = self.base._search(ctx)
+            if isinstance(self.base, RandomSearch):  # its sweeps and ours fill one array
+                params, pat_parts, score_parts = self.base._search(ctx, dest)
             else:
                 first = self.base(ctx)
                 params, pat_parts, score_parts = [first.params], [first.patterns], [first.scores]
@@ -681,10 +742,10 @@ class SurrogateAscent:
             rnd /= np.linalg.norm(rnd, axis=1, keepdims=True)
             E = np.where(norm > 0, G / np.maximum(norm, 1e-300), rnd)
         snaps = self._ascend(ctx, start, E.reshape(-1, m_last, C))
-        snaps, p = ctx.swept(snaps, self.scales)
+        snaps, p = dest.sweep(snaps, self.scales)
         return Candidates(
             concat_params([*params, snaps]),
-            _hcat([*pat_parts, p]),
+            dest.patterns() if dest.used else _hcat([*pat_parts, p]),
             np.concatenate([*score_parts, ctx.scores(p)]),
         )
 
