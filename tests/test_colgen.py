@@ -42,6 +42,29 @@ def _xor(T: int, n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     return x, y
 
 
+def _context(x, y, steps, widths, rho, seed):
+    """A pricing context at the dual point of a small dictionary's solve (l1, squared)."""
+    from cvxsnn.dictionary import build_dictionary
+
+    p0 = sample_witnesses(x.shape[2], widths, 2, generator=_gen(1))
+    dic = build_dictionary(p0, x, steps)
+    sol = solve(dic.atoms, y, rho)
+    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
+    return PricingContext(
+        x=x,
+        steps=steps,
+        widths=widths,
+        beta=0.99,
+        bias_channel=True,
+        u0=u0,
+        rho=rho,
+        penalty=make_penalty("l1"),
+        generator=_gen(seed),
+        device=None,
+        dtype=torch.float64,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """n = 10 samples, T = 4, one hidden layer of width 2; every realizable pattern."""
@@ -198,26 +221,7 @@ def test_threshold_sweep_runs_only_the_last_layer_per_factor(widths, n):
 def test_surrogate_ascent_raises_scores_from_random_starts():
     """From random starts (no base search) the ascent's exact patterns score higher."""
     x, y = _xor(6, 200, seed=3)
-    steps = (5,)
-    p0 = sample_witnesses(2, (8, 8), 2, generator=_gen(1))
-    from cvxsnn.dictionary import build_dictionary
-
-    dic = build_dictionary(p0, x, steps)
-    sol = solve(dic.atoms, y, 0.02)
-    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
-    ctx = PricingContext(
-        x=x,
-        steps=steps,
-        widths=(8, 8),
-        beta=0.99,
-        bias_channel=True,
-        u0=u0,
-        rho=0.02,
-        penalty=make_penalty("l1"),
-        generator=_gen(9),
-        device=None,
-        dtype=torch.float64,
-    )
+    ctx = _context(x, y, (5,), (8, 8), 0.02, seed=9)
     asc = SurrogateAscent(base=None, starts=8, iters=40, check_every=40, scales=(1.0,))
     cand = asc(ctx)
     starts = sample_witnesses(2, (8, 8), 8, generator=_gen(9))  # same draw as the pricer's
@@ -239,28 +243,10 @@ def test_surrogate_ascent_runs_repeated_sequences_once(monkeypatch, layers):
 
     x, y = _xor(6, 300, seed=5)
     x = x[:, torch.randperm(300, generator=_gen(2))]  # repeats not adjacent
-    steps = (5,)
-    p0 = sample_witnesses(2, (8, 8), 2, generator=_gen(1))
-    from cvxsnn.dictionary import build_dictionary
-
-    dic = build_dictionary(p0, x, steps)
-    sol = solve(dic.atoms, y, 0.02)
-    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
+    y = y[torch.randperm(300, generator=_gen(2)).numpy()]
 
     def run():
-        ctx = PricingContext(
-            x=x,
-            steps=steps,
-            widths=(8, 8),
-            beta=0.99,
-            bias_channel=True,
-            u0=u0,
-            rho=0.02,
-            penalty=make_penalty("l1"),
-            generator=_gen(9),
-            device=None,
-            dtype=torch.float64,
-        )
+        ctx = _context(x, y, (5,), (8, 8), 0.02, seed=9)  # a fresh generator each run
         asc = SurrogateAscent(base=None, starts=4, iters=20, check_every=5, layers=layers)
         return asc(ctx)
 
@@ -275,11 +261,14 @@ def test_surrogate_ascent_runs_repeated_sequences_once(monkeypatch, layers):
     merged = run()
     xs, us = seen[0]
     assert xs.shape[1] == 64 and us.shape == (1, 64, 1)
+    u0_rows = _context(x, y, (5,), (8, 8), 0.02, seed=9).u0
     codes = (x.argmax(dim=2) * (2 ** torch.arange(6))[:, None]).sum(0).numpy()  # (n,)
     first = np.unique(codes, return_index=True)[1]
     for q, code in enumerate(codes[np.sort(first)]):  # distinct sequences in first-seen order
         assert torch.equal(xs[:, q], x[:, np.flatnonzero(codes == code)[0]])
-        np.testing.assert_allclose(us[0, q], u0[codes == code].sum(axis=0), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            us[0, q], u0_rows[codes == code].sum(axis=0), rtol=1e-12, atol=1e-15
+        )
     monkeypatch.setattr(colgen, "_merge_repeats", lambda xs, u: (xs, u))
     every = run()
     for a, b in zip(merged.params, every.params, strict=True):
@@ -419,26 +408,8 @@ def test_pricer_candidates_counts_what_the_pricer_returns(make, T, capacity, mon
     from cvxsnn.colgen import pricer_candidates
 
     x, y = _xor(T, 40, seed=4)
-    steps, widths = (T - 1,), (6, 5)
-    p0 = sample_witnesses(2, widths, 2, generator=_gen(1))
-    from cvxsnn.dictionary import build_dictionary
-
-    dic = build_dictionary(p0, x, steps)
-    sol = solve(dic.atoms, y, 0.05)
-    u0, _ = dual_direction(dic.atoms, y[:, None], sol.coef, make_loss("squared", 1, None, None))
-    ctx = PricingContext(
-        x=x,
-        steps=steps,
-        widths=widths,
-        beta=0.99,
-        bias_channel=True,
-        u0=u0,
-        rho=0.05,
-        penalty=make_penalty("l1"),
-        generator=_gen(3),
-        device=None,
-        dtype=torch.float64,
-    )
+    widths = (6, 5)
+    ctx = _context(x, y, (T - 1,), widths, 0.05, seed=3)
     pricer = make()
     count = pricer_candidates(pricer, widths[-1])
     if capacity != "planned":
@@ -450,7 +421,7 @@ def test_pricer_candidates_counts_what_the_pricer_returns(make, T, capacity, mon
     # (each sweep is scored on its own: its blocks may sum in another order)
     np.testing.assert_allclose(cand.scores, ctx.scores(ctx.spikes(cand.params)), atol=1e-12)
     monkeypatch.undo()
-    pool = EnumeratedPricer(p0)
+    pool = EnumeratedPricer(sample_witnesses(2, widths, 2, generator=_gen(1)))
     assert pricer_candidates(pool, widths[-1]) == pool(ctx).patterns.shape[1]
     assert pricer_candidates(object(), widths[-1]) is None
 
