@@ -434,9 +434,9 @@ def test_search_memory_estimate_and_the_examined_store(monkeypatch):
     examined = 50 * 1000 + 50 * (125 + 100)  # patterns and their keys
     assert est == {
         "examined": examined,
-        "candidates": 600_000,
+        "candidates": 300_000,
         "scoring": 8 * 1000 * 128,
-        "total": examined + 600_000 + 8 * 1000 * 128,
+        "total": examined + 300_000 + 8 * 1000 * 128,
     }
     assert estimate_search_bytes(1000, None, max_examined=0)["scoring"] == 8 * 1000 * 4096
     with pytest.raises(ValueError, match="n_rows"):

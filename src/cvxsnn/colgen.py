@@ -1640,10 +1640,10 @@ def estimate_search_bytes(
     dict of str to int
         ``examined``: the kept examined patterns, one byte per row each, at the cap,
         with their byte keys (bit-packed, about 100 bytes of Python object and dict
-        entry each); ``candidates``: one round's patterns, twice (the search's parts and their
-        concatenation exist together for a moment); ``scoring``: the float64 buffer a
-        block of patterns is widened into; ``total``: their sum. The dictionary itself
-        and the forward passes' chunk buffers (cache-sized) come on top.
+        entry each); ``candidates``: one round's patterns (the pricers of this module
+        write all their sweeps into one array); ``scoring``: the float64 buffer a block
+        of patterns is widened into; ``total``: their sum. The dictionary itself and the
+        forward passes' chunk buffers (cache-sized) come on top.
     """
     for name, v in (("n_rows", n_rows), ("max_examined", max_examined), ("block", block)):
         if int(v) < (0 if name == "max_examined" else 1):
@@ -1652,7 +1652,7 @@ def estimate_search_bytes(
     out = {
         "examined": _ColumnStore.max_bytes(n_rows, max_examined)
         + int(max_examined) * (-(-int(n_rows) // 8) + 100),
-        "candidates": 2 * int(n_rows) * q,
+        "candidates": int(n_rows) * q,
         "scoring": 8 * int(n_rows) * (int(block) if candidates is None else min(int(block), q)),
     }
     out["total"] = sum(out.values())

@@ -540,7 +540,7 @@ def _column_generation(
         progress,
         f"column-generation memory estimate: up to {_fmt(est['total'])} beyond the "
         f"dictionary: examined patterns {_fmt(est['examined'])} ({MAX_EXAMINED} kept at most), "
-        f"one round's {q} candidates {_fmt(est['candidates'])} (twice while joined), "
+        f"one round's {q} candidates {_fmt(est['candidates'])}, "
         f"scoring buffer {_fmt(est['scoring'])}",
     )
     cg = column_generation(
