@@ -276,6 +276,34 @@ def test_margin_is_the_smallest_distance_to_threshold():
     assert report.min_margin == min(float(g.min()) for g in gaps)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 5])
+def test_margin_and_where_it_is_skip_the_padding_slots(chunk_rows):
+    # a rebuilt net whose branches keep different numbers of neurons has padding slots in
+    # its last layer; the margin is the smallest |U - theta| over the real neurons, and
+    # margin_at (layer, step, sample, branch, neuron) says where
+    p = sample_witnesses(2, (5, 6), 4, sigma=1.5, generator=_gen(8))
+    x = _data(5, 12, 2, seed=8)
+    D = build_dictionary(p, x, (2, 4))
+    coef, b = _coef(D.n_atoms, 1, 8, density=0.4)
+    net = reconstruct(p, D, coef, b, out_layout=(1,), head_classes=(2,))
+    real = np.asarray(net.config.meta["reconstruction"]["atoms"]) >= 0
+    assert not real.all()  # padding exists
+    with torch.no_grad():  # padding (zero weights, U = 0) still never fires, at margin 1e-12
+        net.thetas[-1][torch.as_tensor(~real)] = 1e-12
+    report = verify_reconstruction(net, D, x, None, coef, b, margin_warn=0.0, chunk_rows=chunk_rows)
+    with torch.no_grad():
+        trace = net.to(torch.float64).run_hidden(x, return_membrane=True)
+    best = (np.inf, None)
+    for layer, (v, th) in enumerate(zip(trace.membranes, net.thetas, strict=True)):
+        gap = (v - th.detach()).abs().permute(2, 0, 1, 3).numpy().copy()  # (K, T, B, m)
+        if layer == len(trace.membranes) - 1:
+            np.moveaxis(gap, 3, 1)[~real] = np.inf  # (K, m, T, B) view: the padding slots
+        k, t, i, j = np.unravel_index(int(gap.argmin()), gap.shape)
+        if gap[k, t, i, j] < best[0]:
+            best = (float(gap[k, t, i, j]), (layer, int(t), int(i), int(k), int(j)))
+    assert (report.min_margin, report.margin_at) == best
+
+
 def test_float32_net_is_verified_in_float64_and_roundtrips(tmp_path):
     p = sample_witnesses(2, (6,), 3, sigma=1.5, generator=_gen(7))
     x = _data(5, 20, 2, seed=7)

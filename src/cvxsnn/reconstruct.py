@@ -372,7 +372,8 @@ def verify_reconstruction(
     used = np.flatnonzero(np.any(coef != 0, axis=1))  # D W + b from the support columns
     n_mismatch, err = 0, 0.0
     best = (np.inf, (-1, -1, -1, -1, -1))
-    real_t = torch.as_tensor(real, device=net64.device)
+    # padding slots of the last layer (never spiking, checked above): out of the margin
+    pad_k, pad_j = (torch.as_tensor(i, device=net64.device) for i in np.nonzero(~real))
     chunk_rows = net64.chunk_samples() if chunk_rows is None else check_chunk(chunk_rows)
     # The network runs on the distinct samples (all of x when few repeat); the samples of
     # x whose first occurrence is run sample r are members[bounds[r]:bounds[r + 1]].
@@ -414,13 +415,13 @@ def verify_reconstruction(
                 err = max(err, float(np.max(np.abs(outs.reshape(-1, outs.shape[-1]) - target))))
             n_layers = len(trace.membranes)
             for layer, (v, th) in enumerate(zip(trace.membranes, net64.thetas, strict=True)):
-                # |U - theta| in a reused buffer, in the membranes' memory layout (K, T, B, m):
-                # a reduction over a permuted view would first copy it to contiguous
+                # |U - theta| in place, in the membranes' memory layout (K, T, B, m): the
+                # membranes are the workspace's and not read again (a reduction over a
+                # permuted view would first copy it to contiguous)
                 vk = v.permute(2, 0, 1, 3)  # (K', T, B, m_l), contiguous
-                gap = ws.take("margin", tuple(vk.shape), vk)
-                torch.sub(vk, th[:, None, None, :], out=gap).abs_()
-                if layer == n_layers - 1:
-                    gap.masked_fill_(~real_t[:, None, None, :], np.inf)
+                gap = vk.sub_(th[:, None, None, :]).abs_()
+                if layer == n_layers - 1 and pad_k.numel():
+                    gap[pad_k, :, :, pad_j] = np.inf  # the padding slots only
                 val = float(gap.min())
                 if val < best[0]:
                     k, t, i, j = np.unravel_index(int(gap.argmin()), tuple(gap.shape))
