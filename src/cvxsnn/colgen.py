@@ -49,6 +49,7 @@ from cvxsnn.dictionary import (
     SpikeDictionary,
     _net_for,
     build_dictionary,
+    concat_params,
     extend_dictionary,
     last_layer_spikes,
 )
@@ -207,16 +208,6 @@ def _hcat(parts: Sequence[Array]) -> Array:
 # --------------------------------------------------------------------------- #
 # Witness utilities
 # --------------------------------------------------------------------------- #
-def concat_params(parts: Sequence[HiddenParams]) -> HiddenParams:
-    """Witnesses of all ``parts`` as one set of branches, in order."""
-    parts = [p for p in parts if p.w_in.shape[0] > 0]
-    return HiddenParams(
-        torch.cat([p.w_in for p in parts]),
-        tuple(torch.cat(ws) for ws in zip(*[p.w_hidden for p in parts], strict=True)),
-        tuple(torch.cat(ts) for ts in zip(*[p.thetas for p in parts], strict=True)),
-    )
-
-
 def _select(params: HiddenParams, branches: Sequence[int] | Tensor) -> HiddenParams:
     idx = torch.as_tensor(branches, dtype=torch.long, device=params.w_in.device)
     return HiddenParams(

@@ -52,6 +52,7 @@ __all__ = [
     "SpikeDictionary",
     "available_memory",
     "build_dictionary",
+    "concat_params",
     "dedup_columns",
     "distinct_samples",
     "estimate_dictionary_bytes",
@@ -409,12 +410,7 @@ def extend_dictionary(
     members_raw = raw_all[order]
     member_ptr = np.zeros(len(reps) + 1, dtype=np.int64)
     np.cumsum(np.bincount(atom_all, minlength=len(reps)), out=member_ptr[1:])
-    add = _as64(params)
-    new_params = HiddenParams(
-        torch.cat([old.params.w_in, add.w_in]),
-        tuple(torch.cat(ab) for ab in zip(old.params.w_hidden, add.w_hidden, strict=True)),
-        tuple(torch.cat(ab) for ab in zip(old.params.thetas, add.thetas, strict=True)),
-    )
+    new_params = concat_params([old.params, _as64(params)])
     n_raw = old.n_atoms_raw + K_new * m_last
     n_zero, n_ones = old.n_zero + groups.n_zero, old.n_ones + groups.n_ones
     return SpikeDictionary(
@@ -767,6 +763,16 @@ def _as64(params: HiddenParams) -> HiddenParams:
         params.w_in.detach().to("cpu", torch.float64),
         tuple(w.detach().to("cpu", torch.float64) for w in params.w_hidden),
         tuple(t.detach().to("cpu", torch.float64) for t in params.thetas),
+    )
+
+
+def concat_params(parts: Sequence[HiddenParams]) -> HiddenParams:
+    """Witnesses of all ``parts`` as one set of branches, in order."""
+    parts = [p for p in parts if p.w_in.shape[0] > 0]
+    return HiddenParams(
+        torch.cat([p.w_in for p in parts]),
+        tuple(torch.cat(ws) for ws in zip(*[p.w_hidden for p in parts], strict=True)),
+        tuple(torch.cat(ts) for ts in zip(*[p.thetas for p in parts], strict=True)),
     )
 
 
