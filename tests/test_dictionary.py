@@ -271,7 +271,8 @@ def test_extend_dictionary_equals_a_build_of_all_branches(
     """Extending by new branches gives the dictionary of a build over old + new branches:
     the same atoms in the same order, representatives, members and counts. New branches
     include copies of old ones (every column a duplicate) and silenced ones (zeros)."""
-    from cvxsnn.colgen import _select, concat_params
+    from cvxsnn.dictionary import _select_branches as _select
+    from cvxsnn.dictionary import concat_params
 
     T, n = 4, 12
     x = _data(T, 4 if repeats else n, 2, seed)

@@ -48,6 +48,7 @@ from cvxsnn.dictionary import (
     CACHE_STEP_BYTES,
     SpikeDictionary,
     _net_for,
+    _select_branches,
     build_dictionary,
     concat_params,
     extend_dictionary,
@@ -208,15 +209,6 @@ def _hcat(parts: Sequence[Array]) -> Array:
 # --------------------------------------------------------------------------- #
 # Witness utilities
 # --------------------------------------------------------------------------- #
-def _select(params: HiddenParams, branches: Sequence[int] | Tensor) -> HiddenParams:
-    idx = torch.as_tensor(branches, dtype=torch.long, device=params.w_in.device)
-    return HiddenParams(
-        params.w_in.index_select(0, idx),
-        tuple(w.index_select(0, idx) for w in params.w_hidden),
-        tuple(t.index_select(0, idx) for t in params.thetas),
-    )
-
-
 def _best_branches(scores: Array, m_last: int, count: int) -> list[int]:
     """The first ``count`` distinct branches in order of their best pattern's score
     (columns branch-major, ``m_last`` per branch)."""
@@ -248,7 +240,7 @@ def _scale_last(params: HiddenParams, factors: Sequence[float]) -> HiddenParams:
 
 def _masked_branch(params: HiddenParams, branch: int, keep: Sequence[int]) -> HiddenParams:
     """One branch with every last-layer neuron outside ``keep`` silenced (zero input)."""
-    one = _select(params, [branch])
+    one = _select_branches(params, [branch])
     mask = torch.zeros(one.thetas[-1].shape[1], dtype=one.w_in.dtype, device=one.w_in.device)
     mask[list(keep)] = 1.0
     if one.w_hidden:
@@ -599,9 +591,10 @@ class RandomSearch:
         for _ in range(self.local_rounds):
             all_params = concat_params(parts)
             elite = _best_branches(np.concatenate(score_parts), m_last, self.elite)
-            sel = _select(all_params, elite)
+            sel = _select_branches(all_params, elite)
             moved = perturb_witnesses(sel, scale, ctx.generator, self.local_copies)
-            moved = _select(moved, range(len(elite), moved.w_in.shape[0]))  # drop originals
+            # drop the originals: the copies follow them
+            moved = _select_branches(moved, range(len(elite), moved.w_in.shape[0]))
             moved, p = dest.sweep(moved, self.local_scales)
             parts.append(moved)
             pat_parts.append(p)
@@ -710,7 +703,7 @@ class SurrogateAscent:
                 params, pat_parts, score_parts = [first.params], [first.patterns], [first.scores]
             scores = np.concatenate(score_parts)
             elite = _best_branches(scores, m_last, self.starts)
-            start = _select(concat_params(params), elite)
+            start = _select_branches(concat_params(params), elite)
             cols = (np.asarray(elite)[:, None] * m_last + np.arange(m_last)).reshape(-1)
             pats = _take_columns(pat_parts, cols)  # the elite branches' m_last columns each
         else:

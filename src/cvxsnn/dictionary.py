@@ -776,7 +776,8 @@ def concat_params(parts: Sequence[HiddenParams]) -> HiddenParams:
     )
 
 
-def _select_branches(params: HiddenParams, branches: np.ndarray) -> HiddenParams:
+def _select_branches(params: HiddenParams, branches: Sequence[int] | Tensor) -> HiddenParams:
+    """The branches ``branches`` of ``params``, in that order."""
     idx = torch.as_tensor(branches, dtype=torch.long, device=params.w_in.device)
     return HiddenParams(
         params.w_in.index_select(0, idx),
