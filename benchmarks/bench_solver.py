@@ -14,12 +14,16 @@ Examples
     python benchmarks/bench_solver.py --dict my_dictionary.npz      # arrays D (n, P) uint8, Y
     python benchmarks/bench_solver.py --sizes "" --real xor,xor10,addition,mnist
     python benchmarks/bench_solver.py --sizes "" --real xor --path 12  # warm-started paths
+    python benchmarks/bench_solver.py --sizes "" --real xor,mnist --loss cross-entropy
 
 Real dictionaries (built with the package, Gaussian witnesses, m = 32, seed 0): ``xor``
 (FIRST-LAST-XOR, T = 6, L = 3, K = 64, 2000 samples), ``xor10`` (L = 10), ``xorwide``
 (K = 512), ``addition`` (base 3, T = 6, 2000 samples = 12000 rows, C = 4: sum digit + carry),
 ``mnist`` (MNIST-SEQ, T = 28, ``--mnist-n`` samples, C = 10 one-hot). Multi-output problems
-run both penalties.
+run both penalties. ``--loss cross-entropy`` runs the same dictionaries with the logistic loss
+(one binary head: XOR) or the softmax loss (MNIST-SEQ; ADDITION's two heads), l1 only, against
+skglm's SparseLogisticRegression (binary), scikit-learn's LogisticRegression (saga) and
+cvxpy + Clarabel; celer's LogisticRegression fits no intercept and is left out.
 """
 
 from __future__ import annotations
@@ -86,10 +90,16 @@ REAL = {  # name -> (task, make_task kwargs, L, K)
 
 
 def real_problem(
-    name: str, n: int, m: int = 32, seed: int = 0, data_dir: str | Path = DATA_DIR
+    name: str,
+    n: int,
+    m: int = 32,
+    seed: int = 0,
+    data_dir: str | Path = DATA_DIR,
+    loss: str = "squared",
 ) -> tuple:
-    """A spike dictionary of a real task (Gaussian witnesses) and its squared-loss targets;
-    MNIST-SEQ reads its IDX files from ``data_dir``."""
+    """A spike dictionary of a real task (Gaussian witnesses) and its targets for ``loss``
+    (``squared``, or ``cross-entropy``: logistic for one binary head, softmax otherwise);
+    MNIST-SEQ reads its IDX files from ``data_dir``. Returns (label, D, Y, loss spec)."""
     import torch
 
     from cvxsnn.dictionary import build_dictionary
@@ -106,10 +116,16 @@ def real_problem(
     )
     dic = build_dictionary(params, task.train.x.double(), task.train.steps)
     heads = task.train.head_classes
-    Y, _, _ = encode_targets(task.train, "squared", (1.0,) * len(heads))
+    spec = {"loss": "squared", "heads": None}
+    if loss == "cross-entropy":
+        binary = len(heads) == 1 and heads[0] == 2
+        spec["loss"] = "logistic" if binary else "softmax"
+    Y, layout, _ = encode_targets(task.train, spec["loss"], (1.0,) * len(heads))
+    if spec["loss"] == "softmax":
+        spec["heads"] = tuple(layout)
     D = np.asarray(dic.atoms)
     label = f"{name.upper()} L={L} K={K} {D.shape[0]}x{D.shape[1]}"
-    return label, D, np.asarray(Y, dtype=np.float64)
+    return label, D, np.asarray(Y, dtype=np.float64), spec
 
 
 def _peers(C: int, penalty: str) -> dict[str, Any]:
@@ -174,7 +190,77 @@ def _peers(C: int, penalty: str) -> dict[str, Any]:
     return out
 
 
-def _cvxpy_fit(X, Y, rho, tol, penalty, time_limit=None):
+def _ce_peers(spec: dict, n: int) -> dict[str, Any]:
+    """Peers of the cross-entropy problems (l1 only), as factories like :func:`_peers`.
+
+    The program (1/n) sum_i loss_i + rho ||W||_1 with a free intercept is scikit-learn's
+    LogisticRegression (saga, l1, C = 1 / (n rho), multinomial for several classes) and
+    skglm's SparseLogisticRegression (alpha = rho; binary only). celer's
+    LogisticRegression cannot fit an intercept, and no peer fits several softmax heads.
+    """
+    heads = spec["heads"]
+    if spec["loss"] == "softmax" and heads is not None and len(heads) > 1:
+        return {}
+    out: dict[str, Any] = {}
+
+    def wrap(make, set_rho):
+        def fit(X, Y, rho, tol, warm=None):
+            y = Y[:, 0] if Y.shape[1] == 1 else Y.argmax(axis=1)
+            mdl = warm if warm is not None else make(rho, tol)
+            set_rho(mdl, rho, tol)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mdl.fit(X, y)
+            coef_ = np.atleast_2d(np.asarray(mdl.coef_, dtype=np.float64))
+            icpt_ = np.atleast_1d(np.asarray(mdl.intercept_, dtype=np.float64))
+            if Y.shape[1] == 1:
+                return coef_.T, icpt_, mdl
+            coef, icpt = np.zeros((X.shape[1], Y.shape[1])), np.zeros(Y.shape[1])
+            cls = np.asarray(mdl.classes_, dtype=np.intp)
+            coef[:, cls], icpt[cls] = coef_.T, icpt_
+            return coef, icpt, mdl
+
+        return fit
+
+    if spec["loss"] == "logistic":
+        try:
+            import skglm
+
+            out["skglm"] = wrap(
+                lambda a, t: skglm.SparseLogisticRegression(
+                    alpha=a, tol=t, max_iter=1000, max_epochs=100000, warm_start=True
+                ),
+                lambda m, a, t: m.set_params(alpha=a, tol=t),
+            )
+        except ImportError:
+            pass
+    from sklearn import linear_model as lm
+
+    out["sklearn"] = wrap(
+        lambda a, t: lm.LogisticRegression(
+            l1_ratio=1.0, solver="saga", C=1.0 / (n * a), tol=t, max_iter=100000,
+            warm_start=True,
+        ),
+        lambda m, a, t: m.set_params(C=1.0 / (n * a), tol=t),
+    )  # fmt: skip
+    return out
+
+
+def _ce_objective(cp, Z, Y, spec):
+    """The mean cross-entropy of predictions Z (a cvxpy expression) against Y."""
+    n = Y.shape[0]
+    if spec["loss"] == "logistic":
+        return cp.sum(cp.logistic(Z) - cp.multiply(Y, Z)) / n
+    heads = spec["heads"] or (Y.shape[1],)
+    total, a = 0, 0
+    for h in heads:
+        Zh, Yh = Z[:, a : a + h], Y[:, a : a + h]
+        total += cp.sum(cp.log_sum_exp(Zh, axis=1)) - cp.sum(cp.multiply(Yh, Zh))
+        a += h
+    return total / n
+
+
+def _cvxpy_fit(X, Y, rho, tol, penalty, time_limit=None, spec=None):
     """cvxpy + Clarabel on the primal; Clarabel stops at ``time_limit`` seconds (its
     answer is then whatever it holds, or zeros when it holds none, and the caller's
     certificate decides)."""
@@ -184,7 +270,11 @@ def _cvxpy_fit(X, Y, rho, tol, penalty, time_limit=None):
     W, b = cp.Variable((P, Y.shape[1])), cp.Variable(Y.shape[1])
     R = cp.sum(cp.abs(W)) if penalty == "l1" else cp.sum(cp.norm(W, 2, axis=1))
     Z = X @ W + np.ones((n, 1)) @ b[None, :]
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(Y - Z) / (2 * n) + rho * R))
+    if spec is None or spec["loss"] == "squared":
+        F = cp.sum_squares(Y - Z) / (2 * n)
+    else:
+        F = _ce_objective(cp, Z, Y, spec)
+    prob = cp.Problem(cp.Minimize(F + rho * R))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opts = {} if time_limit is None else {"time_limit": float(time_limit)}
@@ -197,7 +287,7 @@ def _cvxpy_fit(X, Y, rho, tol, penalty, time_limit=None):
     return W.value, b.value
 
 
-def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[dict]:
+def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours, cert=None) -> list[dict]:
     """Time each peer on the rho sequence (one rho, or a warm-started path).
 
     The peer tol is tightened until every answer on the sequence reaches rel gap <= TARGET
@@ -209,6 +299,7 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
     solve in the parent a forked child hangs.
     """
     rows = []
+    cert = cert or {}
     for pname, fit in fits.items():
 
         def run_seq(tol, fit=fit, X=X, Y=Y, rhos=rhos):
@@ -225,8 +316,7 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
             else:
                 # a sparse answer on a slice: quick, and it runs the compiled paths
                 head = slice(0, min(X.shape[0], 200))
-                r = 0.5 * rho_max(D[head], Y[head], penalty=penalty) or 1.0
-                run_seq(PEER_TOLS[0], X=np.ascontiguousarray(X[head]), Y=Y[head], rhos=[r])
+                run_seq(PEER_TOLS[0], X=np.ascontiguousarray(X[head]), Y=Y[head], rhos=rhos[:1])
         except Exception as exc:  # a peer incompatible with the installed libraries
             rows.append({**base, "solver": pname, "time_s": f"error ({type(exc).__name__})"})
             continue
@@ -240,7 +330,7 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
             el = got.time_s
             spent += el
             worst = max(
-                duality_gap(D, Y, c, b, r, penalty=penalty).rel_gap
+                duality_gap(D, Y, c, b, r, penalty=penalty, **cert).rel_gap
                 for (c, b), r in zip(got.result, rhos, strict=True)
             )
             if worst <= TARGET:
@@ -264,15 +354,17 @@ def _peer_rows(base, fits, X, D, Y, rhos, penalty, cap, repeat, t_ours) -> list[
     return rows
 
 
-def run_problem(name, D, Y, ratio, penalty, cap, repeat, peers, use_cvxpy) -> list[dict]:
+def run_problem(name, D, Y, ratio, penalty, cap, repeat, peers, use_cvxpy, spec=None) -> list[dict]:
     """One rho = ratio * rho_max: cvxsnn, then every peer."""
-    rho = ratio * rho_max(D, Y, penalty=penalty)
-    base = {"problem": name, "rho/rho_max": ratio, "penalty": penalty}
+    spec = spec or {"loss": "squared", "heads": None}
+    cert_kw = {"loss": spec["loss"], "heads": spec["heads"]}
+    rho = ratio * rho_max(D, Y, penalty=penalty, **cert_kw)
+    base = {"problem": name, "rho/rho_max": ratio, "penalty": penalty, "loss": spec["loss"]}
 
     def ours():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return solve(D, Y, rho, penalty=penalty, tol=TARGET, max_time=cap)
+            return solve(D, Y, rho, penalty=penalty, tol=TARGET, max_time=cap, **cert_kw)
 
     t0 = time.perf_counter()
     first = ours()
@@ -281,7 +373,7 @@ def run_problem(name, D, Y, ratio, penalty, cap, repeat, peers, use_cvxpy) -> li
     t_ours = time_call(ours, n_rep) if n_rep > 1 else None
     res = t_ours.result if t_ours is not None else first
     med = t_ours.median_s if t_ours is not None else el
-    cert = duality_gap(D, Y, res.coef, res.intercept, rho, penalty=penalty)
+    cert = duality_gap(D, Y, res.coef, res.intercept, rho, penalty=penalty, **cert_kw)
     row = {**base, "solver": "cvxsnn", "time_s": med, "rel_gap": cert.rel_gap, "x ours": 1.0,
            "peak_MiB": t_ours.peak_mib if t_ours is not None else float("nan"), "tol": TARGET,
            "runs": n_rep}  # fmt: skip
@@ -292,10 +384,10 @@ def run_problem(name, D, Y, ratio, penalty, cap, repeat, peers, use_cvxpy) -> li
     fits = dict(peers)
     if use_cvxpy:
         fits["cvxpy+clarabel"] = lambda X, Y, r, tol, warm: (
-            *_cvxpy_fit(X, Y, r, tol, penalty, time_limit=cap),
+            *_cvxpy_fit(X, Y, r, tol, penalty, time_limit=cap, spec=spec),
             None,
         )
-    rows += _peer_rows(base, fits, X, D, Y, [rho], penalty, cap, repeat, med)
+    rows += _peer_rows(base, fits, X, D, Y, [rho], penalty, cap, repeat, med, cert_kw)
     return rows
 
 
@@ -335,6 +427,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="1", help="BLAS threads for all (write --threads=N)")
     ap.add_argument("--cvxpy-max-n", type=int, default=1000, help="cvxpy only up to this n")
     ap.add_argument(
+        "--loss",
+        default="squared",
+        choices=("squared", "cross-entropy"),
+        help="loss of the --real problems: cross-entropy is logistic for one binary head, "
+        "softmax otherwise (l1 only)",
+    )
+    ap.add_argument(
         "--peers", default=",".join(PEERS), help=f"comma list of peers to run, among {PEERS}"
     )
     args = ap.parse_args(argv)
@@ -342,37 +441,44 @@ def main(argv: list[str] | None = None) -> None:
     if any(p not in PEERS for p in chosen):
         ap.error(f"--peers: choose among {PEERS}; got {args.peers!r}")
 
-    problems: list[tuple[str, np.ndarray, np.ndarray]] = []
+    squared = {"loss": "squared", "heads": None}
+    problems: list[tuple[str, np.ndarray, np.ndarray, dict]] = []
     for s in filter(None, args.sizes.split(",")):
         n, P = SIZES[s]
-        problems.append((f"{s} {n}x{P}", *bernoulli_problem(n, P, args.outputs)))
+        problems.append((f"{s} {n}x{P}", *bernoulli_problem(n, P, args.outputs), squared))
     if args.dict is not None:
         z = np.load(args.dict)
         Y = np.asarray(z["Y"], dtype=np.float64)
-        problems.append((args.dict.name, np.asarray(z["D"]), Y[:, None] if Y.ndim == 1 else Y))
+        problems.append(
+            (args.dict.name, np.asarray(z["D"]), Y[:, None] if Y.ndim == 1 else Y, squared)
+        )
     if args.xor:
         D, Y = xor_problem(args.xor)
-        problems.append((f"XOR {D.shape[0]}x{D.shape[1]}", D, Y))
+        problems.append((f"XOR {D.shape[0]}x{D.shape[1]}", D, Y, squared))
     for name in filter(None, args.real.split(",")):
         if name not in REAL:
             raise ValueError(f"--real must name dictionaries among {list(REAL)}; got {name!r}")
         n = args.mnist_n if name == "mnist" else args.real_n
-        problems.append(real_problem(name, n))
+        problems.append(real_problem(name, n, loss=args.loss))
     rows: list[dict] = []
     with threadpool_limits(limits=int(args.threads)):
-        for name, D, Y in problems:
-            pens = ["l1"] if Y.shape[1] == 1 else ["l1", "group_l2"]
+        for name, D, Y, spec in problems:
+            pens = ["l1"] if Y.shape[1] == 1 or spec["loss"] != "squared" else ["l1", "group_l2"]
             pens = [p for p in pens if p in args.penalties.split(",")]
             for pen in pens:
-                peers = {k: v for k, v in _peers(Y.shape[1], pen).items() if k in chosen}
+                if spec["loss"] == "squared":
+                    peers = _peers(Y.shape[1], pen)
+                else:
+                    peers = _ce_peers(spec, D.shape[0])
+                peers = {k: v for k, v in peers.items() if k in chosen}
                 for ratio in map(float, args.ratios.split(",")):
                     new = run_problem(
                         name, D, Y, ratio, pen, args.cap, args.repeat, peers,
-                        "cvxpy" in chosen and D.shape[0] <= args.cvxpy_max_n,
+                        "cvxpy" in chosen and D.shape[0] <= args.cvxpy_max_n, spec,
                     )  # fmt: skip
                     rows += new
                     print(format_table(new, COLUMNS), flush=True)
-                if args.path and pen == "l1":
+                if args.path and pen == "l1" and spec["loss"] == "squared":
                     new = run_path(name, D, Y, args.path, pen, args.cap, args.repeat, peers)
                     rows += new
                     print(format_table(new, COLUMNS), flush=True)
@@ -381,8 +487,8 @@ def main(argv: list[str] | None = None) -> None:
 
 PEERS = ("skglm", "celer", "sklearn", "cvxpy")
 
-COLUMNS = ["problem", "penalty", "rho/rho_max", "solver", "time_s", "runs", "x ours", "rel_gap",
-           "tol", "peak_MiB"]  # fmt: skip
+COLUMNS = ["problem", "loss", "penalty", "rho/rho_max", "solver", "time_s", "runs", "x ours",
+           "rel_gap", "tol", "peak_MiB"]  # fmt: skip
 
 if __name__ == "__main__":
     main()

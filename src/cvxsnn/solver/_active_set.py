@@ -35,18 +35,72 @@ caller checks the working-set duality gap.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import qr_delete
 from scipy.linalg.lapack import dtrtrs
 
-__all__ = ["lasso_active_set"]
+__all__ = ["LazyGram", "lasso_active_set"]
 
 Array = NDArray[np.float64]
 
 _BATCH = 10  # entrants per pricing round: max(_BATCH, |A| // 2), strongest first
 _DEP_TOL = 1e-9  # relative Cholesky pivot (squared) below which an atom counts as dependent
+
+
+class LazyGram:
+    """``X^T diag(h) X``, centred by ``- s s^T / S`` (s = X^T h, S = sum h) when asked,
+    with its rows computed when first read and kept (``binary``: X holds 0/1 values).
+
+    The active-set method reads only the rows of atoms that enter A (and the diagonal):
+    for an active set of a atoms out of k this costs ``n a k`` instead of ``n k^2`` for
+    the whole matrix (the Gram of a reweighted problem, which changes at every step of an
+    outer Newton method). Indexing supports the forms the method uses: ``H[rows]``,
+    ``H[np.ix_(rows, cols)]``, ``H[rows, j]``, ``H[i, j]`` and ``H[js, js]`` (pairs).
+    """
+
+    def __init__(self, X: Array, h: Array, center: bool, binary: bool = False) -> None:
+        self.X, self.h = X, h
+        k = X.shape[1]
+        self.shape = (k, k)
+        self._rows = np.empty((k, k))
+        self._have = np.zeros(k, dtype=bool)
+        xh = X.T @ h
+        self._diag = xh.copy() if binary else (X * X).T @ h  # 0/1 entries: x^2 = x
+        self.s: Array | None = None
+        if center and h.sum() > 0:
+            self.S = float(h.sum())
+            self.s = xh
+            self._diag -= self.s * (self.s / self.S)
+
+    def diagonal(self) -> Array:
+        return self._diag
+
+    def rows(self, idx: Any) -> Array:
+        """Rows ``idx`` (any integer index sequence), shape (len(idx), k)."""
+        idx = np.asarray(idx, dtype=np.intp).reshape(-1)
+        need = np.unique(idx[~self._have[idx]])
+        if need.size:
+            blk = (self.X[:, need] * self.h[:, None]).T @ self.X
+            if self.s is not None:
+                blk -= np.outer(self.s[need], self.s / self.S)
+            self._rows[need] = blk
+            self._have[need] = True
+        return self._rows[idx]
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, tuple):
+            return self.rows(key)
+        r, c = key
+        if np.ndim(r) == 2:  # np.ix_(rows, cols)
+            return self.rows(r)[:, np.asarray(c, dtype=np.intp).reshape(-1)]
+        if np.ndim(r) == 0:
+            return float(self.rows([r])[0, int(c)])
+        if np.ndim(c) == 0:
+            return self.rows(r)[:, int(c)]
+        return self.rows(r)[np.arange(len(r)), np.asarray(c, dtype=np.intp)]
 
 
 class _Factor:
@@ -223,7 +277,7 @@ def lasso_active_set(
         Whether the optimality conditions held (to ``tol``) on return.
     """
     k = H.shape[0]
-    diag = np.diag(H)
+    diag = H.diagonal()
     usable = diag > 1e-12 * max(float(diag.max(initial=0.0)), 1e-300)
     fac = _Factor(H)
     x_A = np.zeros(0)
