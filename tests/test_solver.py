@@ -726,3 +726,97 @@ def test_packed_rows_in_blocks_equal_one_pass():
     whole = np.packbits(Dt.T, axis=1)
     for block_bytes in (1, 37, 100, 37 * 1001, 1 << 26):
         np.testing.assert_array_equal(_packed_rows(Dt, block_bytes), whole)
+
+
+# ------------------------------------------------------- logistic / softmax: proximal Newton
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 30),
+    k=st.integers(1, 12),
+    binary=st.booleans(),
+    center=st.booleans(),
+)
+def test_lazy_gram_reads_as_the_dense_matrix(seed, n, k, binary, center):
+    # Every indexing form the active set uses returns the entries of the dense
+    # X^T diag(h) X (- s s^T / S), whatever order rows are first read in.
+    from cvxsnn.solver._active_set import LazyGram
+
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n, k)) < 0.5).astype(float) if binary else rng.standard_normal((n, k))
+    h = rng.random(n) * (rng.random(n) < 0.8)
+    M = X.T @ (X * h[:, None])
+    if center and h.sum() > 0:
+        s = X.T @ h
+        M -= np.outer(s, s) / h.sum()
+    H = LazyGram(X, h, center=center, binary=binary)
+    tol = dict(rtol=1e-12, atol=1e-12 * max(1.0, np.abs(M).max()))
+    A = rng.permutation(k)[: rng.integers(1, k + 1)].tolist()
+    js = rng.integers(0, k, size=rng.integers(1, 4)).tolist()
+    j = int(rng.integers(k))
+    np.testing.assert_allclose(H.diagonal(), np.diag(M), **tol)
+    np.testing.assert_allclose(H[np.ix_(A, js)], M[np.ix_(A, js)], **tol)
+    np.testing.assert_allclose(H[A, j], M[A, j], **tol)
+    np.testing.assert_allclose(H[j, j], M[j, j], **tol)
+    np.testing.assert_allclose(H[js, js], M[js, js], **tol)
+    np.testing.assert_allclose(H[A], M[A], **tol)
+    assert H.shape == M.shape
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), frac=st.sampled_from([0.3, 0.05, 0.005]))
+def test_active_set_on_lazy_gram_equals_dense(seed, frac):
+    from cvxsnn.solver._active_set import LazyGram, lasso_active_set
+
+    rng = np.random.default_rng(seed)
+    X = (rng.random((40, 25)) < 0.5).astype(float)
+    h = rng.random(40)
+    dense = LazyGram(X, h, center=True, binary=True).rows(np.arange(25))
+    q = X.T @ (h * rng.standard_normal(40))
+    lam = frac * np.abs(q).max()
+    x_dense, ok_dense = lasso_active_set(dense, q, lam)
+    x_lazy, ok_lazy = lasso_active_set(LazyGram(X, h, center=True, binary=True), q, lam)
+    assert ok_dense and ok_lazy
+
+    def f(x):
+        return 0.5 * x @ dense @ x - q @ x + lam * np.abs(x).sum()
+
+    assert f(x_lazy) == pytest.approx(f(x_dense), rel=1e-12, abs=1e-12 * abs(q).max())
+
+
+@pytest.mark.parametrize("loss", ["logistic", "softmax"])
+@pytest.mark.parametrize("frac", [0.2, 0.02])
+def test_cross_entropy_on_merged_rows_equals_the_rows_as_given(loss, frac, monkeypatch):
+    # 600 rows with 30 distinct dictionary rows (and differing targets within a group):
+    # the proximal Newton engine merges them (targets averaged); the certified optimum equals
+    # the one reached without merging and cvxpy's.
+    from cvxsnn.solver import engine
+    from cvxsnn.solver._rows import compress_rows
+    from cvxsnn.solver.certificate import prepare_dictionary
+
+    rng = np.random.default_rng(3)
+    base = (rng.random((30, 24)) < 0.5).astype(np.uint8)
+    D = base[rng.integers(0, 30, 600)]
+    if loss == "logistic":
+        Y = (rng.random((600, 1)) < expit(D @ rng.standard_normal((24, 1)) * 0.5)).astype(float)
+    else:
+        Y = np.eye(3)[(D @ rng.standard_normal(24) + rng.integers(0, 3, 600)).astype(int) % 3]
+    assert compress_rows(prepare_dictionary(D)) is not None
+    rho = frac * rho_max(D, Y, loss=loss)
+    merged = solve(D, Y, rho, loss=loss, tol=1e-10)
+    monkeypatch.setattr(engine, "compress_rows", lambda Dk: None)
+    plain = solve(D, Y, rho, loss=loss, tol=1e-10)
+    for res in (merged, plain):
+        assert res.converged and res.rel_gap <= 1e-10
+        cert = duality_gap(D, Y, res.coef, res.intercept, rho, loss=loss)
+        assert cert.rel_gap <= 1e-10
+    assert merged.primal == pytest.approx(plain.primal, rel=1e-9)
+    W, b = cp.Variable((24, Y.shape[1])), cp.Variable(Y.shape[1])
+    Z = D.astype(float) @ W + np.ones((600, 1)) @ b[None, :]
+    if loss == "logistic":
+        F = cp.sum(cp.logistic(Z) - cp.multiply(Y, Z)) / 600
+    else:
+        F = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(Y, Z))) / 600
+    prob = cp.Problem(cp.Minimize(F + rho * cp.sum(cp.abs(W))))
+    prob.solve(solver="CLARABEL")
+    assert merged.primal <= prob.value + 1e-7
