@@ -820,3 +820,30 @@ def test_cross_entropy_on_merged_rows_equals_the_rows_as_given(loss, frac, monke
     prob = cp.Problem(cp.Minimize(F + rho * cp.sum(cp.abs(W))))
     prob.solve(solver="CLARABEL")
     assert merged.primal <= prob.value + 1e-7
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), heads=st.sampled_from([(3,), (4,), (2, 3), (5, 2)]))
+def test_softmax_recentring_keeps_outputs_and_lowers_l1(seed, heads):
+    # The median shift of each atom's row per head leaves every softmax output unchanged,
+    # never raises the l1 norm, and leaves 0 a median of every row.
+    from cvxsnn.solver import engine
+    from cvxsnn.solver.losses import make_loss
+    from cvxsnn.solver.penalties import make_penalty
+
+    rng = np.random.default_rng(seed)
+    C, k = sum(heads), 7
+    W = rng.standard_normal((k, C)) * (rng.random((k, C)) < 0.7)
+    X = (rng.random((20, k)) < 0.5).astype(float)
+    eng = engine._ProxNewtonEngine.__new__(engine._ProxNewtonEngine)
+    loss = make_loss("softmax", C, heads, None)
+    eng.st = engine._Setup(None, None, loss, make_penalty("l1"), True)
+    V = eng._recentre(W)
+    assert np.abs(V).sum() <= np.abs(W).sum() + 1e-12
+    for sl in eng.st.loss.head_slices():
+        np.testing.assert_allclose(
+            log_softmax(X @ V[:, sl], axis=1), log_softmax(X @ W[:, sl], axis=1), atol=1e-12
+        )
+        B = V[:, sl]
+        assert np.all((B <= 0).sum(axis=1) >= B.shape[1] / 2)
+        assert np.all((B >= 0).sum(axis=1) >= B.shape[1] / 2)

@@ -1038,6 +1038,11 @@ class _ProxNewtonEngine(_ProxGradEngine):
                 t *= 0.5
             if t < 1e-10:
                 break
+            if st.loss.name == "softmax":
+                Wn = self._recentre(Wn)
+                Zn = X @ Wn + (b + t * db)
+                fn, Pn = self._model(Zn)
+                Fn = fn + rho * float(np.abs(Wn).sum())
             stable = bool(np.array_equal(np.sign(Wn), np.sign(W)))
             W, b, Z, P, F = Wn, b + t * db, Zn, Pn, Fn
             _, gap, _ = self._ws_cert(W, b)
@@ -1056,6 +1061,30 @@ class _ProxNewtonEngine(_ProxGradEngine):
                     if gap <= gap_target:
                         break
         return W, b
+
+    def _recentre(self, W: Array) -> Array:
+        """Shift each atom's row of every softmax head by a median of its entries.
+
+        Adding a constant to an atom's coefficients in all columns of a head leaves every
+        softmax output unchanged, and ``sum_c |W_jc - t|`` is least at a median t of the
+        row: the shift lowers the objective or keeps it, and it moves W along the flat
+        directions of the loss, which the column-wise model of a Newton step does not see.
+        Of the two middle entries of an even row, the one of smaller magnitude is used
+        (0 when the row's median interval holds it), so that it becomes an exact zero.
+        """
+        W = W.copy()
+        for sl in self.st.loss.head_slices():
+            B = W[:, sl]
+            srt = np.sort(B, axis=1)
+            h = B.shape[1]
+            lo, hi = srt[:, (h - 1) // 2], srt[:, h // 2]
+            t = np.where(np.abs(lo) <= np.abs(hi), lo, hi)
+            t[(lo <= 0) & (hi >= 0)] = 0.0
+            W[:, sl] = B - t[:, None]
+            rows = np.flatnonzero(t != 0)
+            for j in rows:  # the shifted median entry is exactly zero
+                W[j, sl][np.argmin(np.abs(W[j, sl]))] = 0.0
+        return W
 
     def _polish_l1(
         self, W: Array, b: Array, F: float, tol: float
