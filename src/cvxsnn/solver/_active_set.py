@@ -254,8 +254,9 @@ def lasso_active_set(
 
     Parameters
     ----------
-    H : ndarray of shape (k, k)
-        Positive semidefinite (a centred Gram matrix); may be singular.
+    H : ndarray of shape (k, k), or LazyGram
+        Positive semidefinite (a centred Gram matrix); may be singular. A
+        :class:`LazyGram` computes only the rows the method reads.
     q : ndarray of shape (k,)
     lam : float
         l1 weight, > 0.
