@@ -1103,10 +1103,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
             lo, hi = srt[:, (h - 1) // 2], srt[:, h // 2]
             t = np.where(np.abs(lo) <= np.abs(hi), lo, hi)
             t[(lo <= 0) & (hi >= 0)] = 0.0
-            W[:, sl] = B - t[:, None]
-            rows = np.flatnonzero(t != 0)
-            for j in rows:  # the shifted median entry is exactly zero
-                W[j, sl][np.argmin(np.abs(W[j, sl]))] = 0.0
+            W[:, sl] = B - t[:, None]  # x - x is exactly 0: the median entry becomes zero
         return W
 
     def _polish_l1(
