@@ -962,7 +962,8 @@ class _ProxNewtonEngine(_ProxGradEngine):
     def __init__(self, st: _Setup, rho: float) -> None:
         super().__init__(st, rho)
         n = st.Dk.n
-        self.rc = compress_rows(st.Dk)
+        # the squared engine's row merging, cached with the dictionary (a path reuses it)
+        self.rc = _gram_cache(st.Dk).rc
         if self.rc is None:
             self.row_w = np.full(n, 1.0 / n)
             self.Yu = st.Y
