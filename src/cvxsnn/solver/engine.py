@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve
-from scipy.special import expit, log_softmax
+from scipy.special import expit, log_softmax, softmax
 
 from cvxsnn.solver._active_set import LazyGram, lasso_active_set
 from cvxsnn.solver._rows import compress_rows
@@ -779,7 +779,8 @@ def _block_diag(blocks: list[Array]) -> Array:
 
 # ------------------------------------------------------------------- logistic / softmax
 class _ProxGradEngine(_Engine):
-    """FISTA (constant step 1/L, adaptive restart) on the working set's atoms and intercept."""
+    """FISTA (constant step 1/L, adaptive restart) on the working set's atoms and intercept,
+    with a Newton polish on the support (group l2; see :class:`_ProxNewtonEngine`)."""
 
     def _set_working_set(self, ws: NDArray[np.intp]) -> None:
         self.ws = ws
@@ -850,32 +851,23 @@ class _ProxGradEngine(_Engine):
         return Wx, bx
 
     def _newton_polish(self, W: Array, b: Array) -> tuple[Array, Array] | None:
-        """Newton's method on the current support (signs fixed for l1, rows for group l2)."""
+        """Newton's method on the current support rows (group l2; l1 is solved by
+        :class:`_ProxNewtonEngine`, which has its own polish)."""
         st, rho, X = self.st, self.rho, self.X
-        Y, loss, pen = st.Y, st.loss, st.penalty
+        Y, loss = st.Y, st.loss
         n, C = X.shape[0], Y.shape[1]
         fi = st.fit_intercept
-        mask = W != 0  # (k, C)
-        if pen.name == "group_l2":
-            mask = np.repeat(np.any(mask, axis=1, keepdims=True), C, axis=1)
-        if not mask.any():
+        rows = np.flatnonzero(np.any(W != 0, axis=1))
+        if rows.size == 0:
             return None
-        sig = np.sign(W)
-        rows = np.flatnonzero(mask.any(axis=1))
         XS = X[:, rows]
         A = np.hstack([XS, np.ones((n, 1))]) if fi else XS  # (n, a)
         a = A.shape[1]
-        free = np.concatenate([mask[rows], np.ones((1, C), dtype=bool)]) if fi else mask[rows]
-        fidx = np.flatnonzero(free.reshape(-1))  # variables: theta (a, C) flattened
-        theta = np.vstack([W[rows], b[None, :]]) if fi else W[rows].copy()
+        theta = np.vstack([W[rows], b[None, :]]) if fi else W[rows].copy()  # (a, C)
         wcol = loss.column_weights / n
 
         def obj(th: Array) -> float:
-            Wr = th[: rows.size]
-            if pen.name == "l1":
-                r = float(np.sum(sig[rows] * Wr))
-            else:
-                r = float(np.linalg.norm(Wr, axis=1).sum())
+            r = float(np.linalg.norm(th[: rows.size], axis=1).sum())
             return loss.value(A @ th, Y) + rho * r
 
         f = obj(theta)
@@ -884,49 +876,34 @@ class _ProxGradEngine(_Engine):
             g = -(A.T @ loss.neg_grad(Z, Y))  # (a, C)
             Hm = np.zeros((a * C, a * C))
             if loss.name == "logistic":
-                from scipy.special import expit
-
                 p = expit(Z)
                 for c in range(C):
                     Hc = (A * (wcol[c] * p[:, c] * (1 - p[:, c]))[:, None]).T @ A
                     Hm[c::C, c::C] = Hc
             else:
-                from scipy.special import softmax
-
                 for sl in loss.head_slices():
                     p = softmax(Z[:, sl], axis=1)
                     for i, c in enumerate(range(sl.start, sl.stop)):
                         for j, c2 in enumerate(range(sl.start, sl.stop)):
                             wgt = wcol[c] * (p[:, i] * (i == j) - p[:, i] * p[:, j])
                             Hm[c::C, c2::C] = (A * wgt[:, None]).T @ A
-            if pen.name == "l1":
-                g[: rows.size] += rho * sig[rows]
-            else:
-                Wr = theta[: rows.size]
-                nr = np.linalg.norm(Wr, axis=1)
-                if np.any(nr <= 1e-14):
-                    return None
-                U = Wr / nr[:, None]
-                g[: rows.size] += rho * U
-                for i in range(rows.size):
-                    blk = rho * (np.eye(C) - np.outer(U[i], U[i])) / nr[i]
-                    Hm[i * C : (i + 1) * C, i * C : (i + 1) * C] += blk
-            gv = g.reshape(-1)[fidx]
-            Hf = Hm[np.ix_(fidx, fidx)]
-            step = np.linalg.lstsq(Hf + 1e-14 * np.trace(Hf) * np.eye(fidx.size), gv, rcond=None)[0]
+            Wr = theta[: rows.size]
+            nr = np.linalg.norm(Wr, axis=1)
+            if np.any(nr <= 1e-14):
+                return None
+            U = Wr / nr[:, None]
+            g[: rows.size] += rho * U
+            for i in range(rows.size):
+                blk = rho * (np.eye(C) - np.outer(U[i], U[i])) / nr[i]
+                Hm[i * C : (i + 1) * C, i * C : (i + 1) * C] += blk
+            gv = g.reshape(-1)
+            step = np.linalg.lstsq(Hm + 1e-14 * np.trace(Hm) * np.eye(a * C), gv, rcond=None)[0]
             dec = float(gv @ step)
             if dec <= 1e-30:
                 break
             t = 1.0
             while t > 1e-10:
-                th = theta.copy().reshape(-1)
-                th[fidx] -= t * step
-                th = th.reshape(theta.shape)
-                if pen.name == "l1" and np.any(
-                    np.sign(th[: rows.size])[mask[rows]] != sig[rows][mask[rows]]
-                ):
-                    t *= 0.5
-                    continue
+                th = (theta.reshape(-1) - t * step).reshape(theta.shape)
                 fn = obj(th)
                 if fn <= f - 1e-4 * t * dec:
                     break
@@ -937,7 +914,7 @@ class _ProxGradEngine(_Engine):
             if f_old - f <= 1e-15 * max(1.0, abs(f)):
                 break
         Wp = np.zeros_like(W)
-        Wp[rows] = theta[: rows.size] * mask[rows]
+        Wp[rows] = theta[: rows.size]
         bp = theta[rows.size] if fi else np.zeros(C)
         return Wp, bp
 
@@ -1005,7 +982,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
         Z = X @ W + b
         f, P = self._model(Z)
         F = f + rho * float(np.abs(W).sum())
-        softmax = st.loss.name == "softmax"
+        is_softmax = st.loss.name == "softmax"
         sweep_s, polish_s = 0.0, 0.0  # time in sweeps since the last polish, in that polish
         for _ in range(1000):
             t0 = time.perf_counter()
@@ -1014,7 +991,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
                 step = self._column_step(W, b, Z, P, F, c, deadline)
                 if step is not None:
                     W[:, c], b[c], Z, P, F = step
-            if softmax:
+            if is_softmax:
                 W = self._recentre(W)
                 Z = X @ W + b
                 f, P = self._model(Z)
@@ -1025,7 +1002,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
             if np.array_equal(W, W_old):  # no column moved: the model's minimisers are W
                 break
             sweep_s += time.perf_counter() - t0
-            if softmax and sweep_s >= polish_s and np.array_equal(np.sign(W), np.sign(W_old)):
+            if is_softmax and sweep_s >= polish_s and np.array_equal(np.sign(W), np.sign(W_old)):
                 # The signs held: Newton with the full Hessian on them (the column-wise
                 # models leave out the coupling of a head's columns, so alone the sweeps
                 # converge only linearly). A polish costs far more than a sweep on large
