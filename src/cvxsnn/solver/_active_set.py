@@ -222,10 +222,21 @@ class _Factor:
         return out
 
     def delete(self, pos: int) -> None:
+        """Remove the atom at position pos of A.
+
+        Rows above pos only lose a column; the trailing block R[pos:, pos:], less its first
+        column, is upper Hessenberg and Givens rotations of its own rows (``qr_delete`` on
+        that block alone, Q the identity) make it triangular again: O((s - pos)^2).
+        """
         s = self.size
         if pos < s - 1:
-            _, R2 = qr_delete(np.eye(s), self.R, pos, 1, which="col", check_finite=False)
-            self.buf[: s - 1, : s - 1] = R2[: s - 1]
+            k = s - pos
+            T = np.array(self.buf[pos:s, pos:s], order="F")
+            _, T = qr_delete(
+                np.eye(k, order="F"), T, 0, 1, which="col", overwrite_qr=True, check_finite=False
+            )
+            self.buf[:pos, pos : s - 1] = self.buf[:pos, pos + 1 : s]
+            self.buf[pos : s - 1, pos : s - 1] = T[: k - 1]
         del self.A[pos]
 
     def truncate(self, s: int) -> None:
