@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.blas import dsyrk
 from scipy.special import expit, log_softmax, softmax
 
 from cvxsnn.solver._active_set import LazyGram, lasso_active_set
@@ -55,6 +56,19 @@ __all__ = ["STOP_RULE", "ConvergenceWarning", "SolveResult", "rho_max", "solve"]
 
 Array = NDArray[np.float64]
 STOP_RULE = "gap <= tol * max(1, |primal|)"
+
+# Coupled softmax Newton steps (_ProxNewtonEngine._coupled_step): zero entries whose
+# gradient exceeds _COUPLED_NEAR rho join a step's variables (the strongest, at most the
+# larger of _COUPLED_MIN_NEW and an eighth of the nonzeros); the Hessian is accumulated over
+# row blocks of _COUPLED_BLOCK_BYTES, and not formed when its copies would exceed
+# _COUPLED_MAX_BYTES; a round takes at most _COUPLED_STEPS steps and ends when a step cuts
+# the working-set gap by less than the factor _COUPLED_RATE.
+_COUPLED_NEAR = 0.95
+_COUPLED_MIN_NEW = 100
+_COUPLED_BLOCK_BYTES = 64 * 2**20
+_COUPLED_MAX_BYTES = 2 * 2**30
+_COUPLED_STEPS = 20
+_COUPLED_RATE = 0.5
 
 
 #: rho_max at or below this is rounding noise: W = 0 is then optimal for every rho > 0.
@@ -983,7 +997,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
         f, P = self._model(Z)
         F = f + rho * float(np.abs(W).sum())
         is_softmax = st.loss.name == "softmax"
-        sweep_s, polish_s = 0.0, 0.0  # time in sweeps since the last polish, in that polish
+        sweep_s, newton_s = 0.0, 0.0  # time in sweeps since the last coupled round, in it
         for _ in range(1000):
             t0 = time.perf_counter()
             W_old = W.copy()
@@ -1002,21 +1016,29 @@ class _ProxNewtonEngine(_ProxGradEngine):
             if np.array_equal(W, W_old):  # no column moved: the model's minimisers are W
                 break
             sweep_s += time.perf_counter() - t0
-            if is_softmax and sweep_s >= polish_s and np.array_equal(np.sign(W), np.sign(W_old)):
-                # The signs held: Newton with the full Hessian on them (the column-wise
-                # models leave out the coupling of a head's columns, so alone the sweeps
-                # converge only linearly). A polish costs far more than a sweep on large
-                # supports, so the time of the last one is spent in sweeps before the next.
+            if is_softmax and sweep_s >= newton_s:
+                # Proximal Newton with the full Hessian (the column-wise models leave out
+                # the coupling of a head's columns, so alone the sweeps converge only
+                # linearly). A coupled step costs far more than a sweep on large supports,
+                # so the time of the last round of them is spent in sweeps before the next.
                 t1 = time.perf_counter()
-                pol = self._polish_l1(W, b, F, 0.01 * gap_target)
-                polish_s, sweep_s = time.perf_counter() - t1, 0.0
-                if pol is not None:
-                    W, b, F = pol
+                for _ in range(_COUPLED_STEPS):
+                    nstep = self._coupled_step(W, b, Z, P, F, deadline)
+                    if nstep is None:
+                        break
+                    W, b = self._recentre(nstep[0]), nstep[1]
                     Z = X @ W + b
                     f, P = self._model(Z)
+                    F = f + rho * float(np.abs(W).sum())
+                    gap_old = gap
                     _, gap, _ = self._ws_cert(W, b)
-                    if gap <= gap_target:
+                    if gap <= gap_target or gap > _COUPLED_RATE * gap_old:
                         break
+                    if deadline is not None and time.perf_counter() > deadline:
+                        break
+                newton_s, sweep_s = time.perf_counter() - t1, 0.0
+                if gap <= gap_target:
+                    break
         return W, b
 
     def _column_step(
@@ -1063,6 +1085,139 @@ class _ProxNewtonEngine(_ProxGradEngine):
             t *= 0.5
         return None
 
+    def _coupled_step(
+        self, W: Array, b: Array, Z: Array, P: Array, F: float, deadline: float | None
+    ) -> tuple[Array, Array, Array, Array, float] | None:
+        """One proximal Newton step with the full Hessian of the softmax heads.
+
+        The variables are the candidate entries of W (its nonzeros, then the zeros whose
+        gradient violates or nearly violates ``|g| <= rho``, strongest first, within a
+        budget) and the intercepts but one per head (a head's intercepts move together
+        without changing the loss). The second-order model in them couples a head's columns
+        (:meth:`_coupled_hessian`); with the intercepts eliminated by their Schur complement
+        it is a Lasso in Gram form, solved exactly by the active-set method, sign changes
+        and new entries included (a Newton step on fixed signs stalls when a sign flips).
+        A backtracking line search on the true objective gives the step. Returns (W, b, Z,
+        P, objective) after the step, or None when it does not descend or when the Hessian
+        and its working copies would exceed ``_COUPLED_MAX_BYTES``.
+        """
+        st, rho, X = self.st, self.rho, self.Xu
+        C = W.shape[1]
+        R = self.A * (P - self.Yu)  # dF/dZ on the merged rows
+        G = X.T @ R
+        nz = W != 0
+        n_nz = int(nz.sum())
+        if n_nz == 0:
+            return None
+        score = np.abs(G).ravel()
+        near = np.flatnonzero(~nz.ravel() & (score > _COUPLED_NEAR * rho))
+        budget = max(_COUPLED_MIN_NEW, n_nz // 8)
+        if near.size > budget:
+            near = near[np.argsort(-score[near], kind="stable")[:budget]]
+        cand = nz.copy()
+        cand.ravel()[near] = True
+        heads = st.loss.head_slices()
+        free_b = np.zeros(C, dtype=bool)  # intercepts in the step: all but one per head
+        if st.fit_intercept:
+            for sl in heads:
+                free_b[sl.start : sl.stop - 1] = True
+        cols = [np.append(np.flatnonzero(cand[:, c]), [-1] * int(free_b[c])) for c in range(C)]
+        cs = np.cumsum([0] + [v.size for v in cols])  # column c's variables: cs[c]:cs[c+1]
+        m = int(cs[-1])
+        if 8 * 8 * m * m > _COUPLED_MAX_BYTES:  # H and its working copies: <= 8 m^2 floats
+            return None
+        var = np.concatenate(cols).astype(np.intp)  # atom of each variable, -1: intercept
+        cls = np.repeat(np.arange(C), np.diff(cs))  # its column
+        xpos, bpos = np.flatnonzero(var >= 0), np.flatnonzero(var < 0)
+        H = self._coupled_hessian(P, var, cs)
+        # ---- the model in Gram form: 0.5 t^T H t - q^T t + rho ||t_x||_1, t = (x, beta)
+        theta0 = np.where(var >= 0, W[var, cls], b[cls])
+        grad = np.where(var >= 0, G[var, cls], R.sum(axis=0)[cls])
+        q = H @ theta0 - grad
+        Hxx, qx = H[np.ix_(xpos, xpos)], q[xpos]
+        if bpos.size:  # eliminate the intercepts: beta = Hbb^-1 (q_b - Hbx x)
+            Hxb, Hbb = H[np.ix_(xpos, bpos)], H[np.ix_(bpos, bpos)]
+            try:
+                Ef = cho_factor(Hbb)
+                EB, Eq = cho_solve(Ef, Hxb.T), cho_solve(Ef, q[bpos])
+            except np.linalg.LinAlgError:
+                Hp = np.linalg.pinv(Hbb, hermitian=True)
+                EB, Eq = Hp @ Hxb.T, Hp @ q[bpos]
+            Hxx -= Hxb @ EB
+            Hxx = 0.5 * (Hxx + Hxx.T)
+            qx = qx - Hxb @ Eq
+        x0 = theta0[xpos]
+        x, _ = lasso_active_set(Hxx, qx, rho, x0, deadline=deadline)
+        # ---- line search on the true objective along the step to the model's minimiser
+        dW = np.zeros_like(W)
+        dW[var[xpos], cls[xpos]] = x - x0
+        db = np.zeros(C)
+        if bpos.size:
+            db[cls[bpos]] = Eq - EB @ x - theta0[bpos]
+        dZ = X @ dW + db
+        delta = float(np.sum(R * dZ)) + rho * (float(np.abs(x).sum()) - float(np.abs(x0).sum()))
+        if not delta < 0:
+            return None
+        t = 1.0
+        while t >= 1e-10:
+            Wn = W + t * dW
+            fn, Pn = self._model(Z + t * dZ)
+            Fn = fn + rho * float(np.abs(Wn).sum())
+            if Fn <= F + 1e-4 * t * delta:
+                return Wn, b + t * db, Z + t * dZ, Pn, Fn
+            t *= 0.5
+        return None
+
+    def _coupled_hessian(
+        self, P: Array, var: NDArray[np.intp], cs: NDArray[np.intp], block_rows: int | None = None
+    ) -> Array:
+        """Hessian of the merged-row softmax loss in the variables of a coupled step.
+
+        Variable v is the coefficient of atom ``var[v]`` (of the intercept where
+        ``var[v] < 0``) in column c for ``cs[c] <= v < cs[c + 1]``; P holds the heads'
+        probabilities on the merged rows. With M the variables' columns of [X, 1] and
+        ``a`` the row weights::
+
+            H = blockdiag_c (M_c^T diag(a p_c) M_c) - sum_heads V_h^T V_h,
+            V_h[:, v] = M[:, v] sqrt(a) p_c(v),
+
+        each term's upper triangle by ``syrk`` over blocks of ``block_rows`` rows (default:
+        ``_COUPLED_BLOCK_BYTES`` of them), so that memory stays bounded whatever n_u.
+        """
+        X = self.Xu
+        n_u, C = X.shape[0], P.shape[1]
+        m = int(cs[-1])
+        xpos = np.flatnonzero(var >= 0)
+        cls = np.repeat(np.arange(C), np.diff(cs))
+        heads = self.st.loss.head_slices()
+        Hc = [np.zeros((int(cs[c + 1] - cs[c]),) * 2, order="F") for c in range(C)]
+        Hh = [np.zeros((int(cs[sl.stop] - cs[sl.start]),) * 2, order="F") for sl in heads]
+        sa = np.sqrt(self.A)
+        rb = block_rows or max(256, int(_COUPLED_BLOCK_BYTES // (16 * max(m, 1))))
+        for r0 in range(0, n_u, rb):
+            r1 = min(n_u, r0 + rb)
+            Mb = np.ones((r1 - r0, m))
+            Mb[:, xpos] = X[r0:r1][:, var[xpos]]
+            Pb, sab = P[r0:r1], sa[r0:r1]
+            Sb = np.sqrt(Pb) * sab
+            for c in range(C):
+                if cs[c + 1] > cs[c]:
+                    Mc = Mb[:, cs[c] : cs[c + 1]] * Sb[:, c : c + 1]
+                    Hc[c] = dsyrk(1.0, Mc.T, beta=1.0, c=Hc[c], trans=0, overwrite_c=1)
+            V = Mb * (sab * Pb)[:, cls]
+            for h, sl in enumerate(heads):
+                if cs[sl.stop] > cs[sl.start]:
+                    Vh = V[:, cs[sl.start] : cs[sl.stop]]
+                    Hh[h] = dsyrk(1.0, Vh.T, beta=1.0, c=Hh[h], trans=0, overwrite_c=1)
+        H = np.zeros((m, m))
+        for c in range(C):
+            H[cs[c] : cs[c + 1], cs[c] : cs[c + 1]] = Hc[c]
+        for h, sl in enumerate(heads):
+            H[cs[sl.start] : cs[sl.stop], cs[sl.start] : cs[sl.stop]] -= Hh[h]
+        H = np.triu(H)
+        H += np.triu(H, 1).T
+        return H
+
     def _recentre(self, W: Array) -> Array:
         """Shift each atom's row of every softmax head by a median of its entries.
 
@@ -1083,87 +1238,3 @@ class _ProxNewtonEngine(_ProxGradEngine):
             t[(lo <= 0) & (hi >= 0)] = 0.0
             W[:, sl] = B - t[:, None]  # x - x is exactly 0: the median entry becomes zero
         return W
-
-    def _polish_l1(
-        self, W: Array, b: Array, F: float, tol: float
-    ) -> tuple[Array, Array, float] | None:
-        """Newton's method on the nonzero entries of W and b with their signs fixed.
-
-        The variables are the nonzero (atom, column) entries and the intercept; the Hessian
-        is built block by block over pairs of columns of a head from the merged rows
-        (``n_u nnz^2`` work), until the Newton decrement is below ``tol``. Returns
-        (W, b, objective) if it lowered the objective.
-        """
-        st, rho, X = self.st, self.rho, self.Xu
-        fi = st.fit_intercept
-        n_u, C = X.shape[0], W.shape[1]
-        sig = np.sign(W)
-        cols = [np.flatnonzero(W[:, c]) for c in range(C)]
-        if not any(c.size for c in cols):
-            return None
-        Xb = np.hstack([X, np.ones((n_u, 1))]) if fi else X
-        k = X.shape[1]
-        idx = [np.append(c, k) if fi else c for c in cols]  # variables of each column
-        off = np.cumsum([0] + [i.size for i in idx])
-        m = int(off[-1])
-        heads = st.loss.head_slices()
-
-        def unpack(theta: Array) -> tuple[Array, Array]:
-            Wn, bn = np.zeros_like(W), b.copy()
-            for c in range(C):
-                v = theta[off[c] : off[c + 1]]
-                Wn[cols[c], c] = v[: cols[c].size]
-                if fi:
-                    bn[c] = v[-1]
-            return Wn, bn
-
-        theta = np.concatenate([np.append(W[cols[c], c], b[c]) if fi else W[cols[c], c]
-                                for c in range(C)])  # fmt: skip
-        F_cur = F
-        Xs = [Xb[:, i] for i in idx]
-        for _ in range(30):
-            Wc, bc = unpack(theta)
-            Z = X @ Wc + bc
-            _, P = self._model(Z)
-            G = self.A * (P - self.Yu)
-            g = np.concatenate([Xs[c].T @ G[:, c] for c in range(C)])
-            g += rho * np.concatenate([np.append(sig[cols[c], c], 0.0) if fi else sig[cols[c], c]
-                                       for c in range(C)])  # fmt: skip
-            H = np.zeros((m, m))
-            for sl in heads:
-                for c in range(sl.start, sl.stop):
-                    for c2 in range(c, sl.stop):
-                        wgt = self.A[:, c] * (P[:, c] * (c == c2) - P[:, c] * P[:, c2])
-                        blk = Xs[c].T @ (Xs[c2] * wgt[:, None])
-                        H[off[c] : off[c + 1], off[c2] : off[c2 + 1]] = blk
-                        if c2 != c:
-                            H[off[c2] : off[c2 + 1], off[c] : off[c + 1]] = blk.T
-            # a head's intercepts move together without changing the loss: a tiny ridge
-            ridge = 1e-12 * max(float(np.trace(H)) / m, 1e-300)
-            try:
-                step = cho_solve(cho_factor(H + ridge * np.eye(m)), g)
-            except np.linalg.LinAlgError:
-                step = np.linalg.lstsq(H, g, rcond=None)[0]
-            dec = float(g @ step)
-            if not dec > 0:
-                break
-            t = 1.0
-            while t >= 1e-10:
-                Wn, bn = unpack(theta - t * step)
-                if np.array_equal(np.sign(Wn), sig):
-                    fn, _ = self._model(X @ Wn + bn)
-                    Fn = fn + rho * float(np.abs(Wn).sum())
-                    if Fn <= F_cur - 1e-4 * t * dec:
-                        break
-                t *= 0.5
-            if t < 1e-10:
-                break
-            theta = theta - t * step
-            done = (t == 1.0 and 0.5 * dec <= tol) or F_cur - Fn <= 1e-15 * max(1.0, abs(Fn))
-            F_cur = Fn
-            if done:
-                break
-        if not F_cur < F:
-            return None
-        Wn, bn = unpack(theta)
-        return Wn, bn, F_cur
