@@ -985,3 +985,36 @@ def test_optimal_intercept_stops_at_the_rounding_floor(loss, monkeypatch):
     assert np.max(np.abs(grad)) <= 1e-12
     ref = minimize(lambda t: L.value(Z0 + t, Y), np.zeros(C), method="BFGS", tol=1e-12)
     assert L.value(Z0 + b, Y) <= ref.fun + 1e-15
+
+
+@pytest.mark.parametrize(
+    ("loss", "penalty"), [("logistic", "l1"), ("softmax", "l1"), ("softmax", "group_l2")]
+)
+def test_cross_entropy_memory_estimate_bounds_the_traced_peak(loss, penalty):
+    """estimate_solve_bytes for logistic / softmax bounds the traced numpy peak of a solve
+    whose working set grows to all atoms (coupled softmax steps included)."""
+    import tracemalloc
+
+    from cvxsnn.solver import estimate_solve_bytes
+
+    rng = np.random.default_rng(1)
+    n, P, C = 1000, 150, (3 if loss == "softmax" else 1)
+    D = (rng.random((n, P)) < 0.3).astype(np.uint8)
+    Zt = D @ (rng.standard_normal((P, C)) * 0.3 * (rng.random((P, C)) < 0.2))
+    if loss == "softmax":
+        Y = np.eye(C)[np.argmax(Zt + rng.gumbel(size=(n, C)), axis=1)]
+    else:
+        Y = (rng.random((n, 1)) < expit(Zt)).astype(float)
+    rho = 0.01 * rho_max(D, Y, loss=loss, penalty=penalty)
+    tracemalloc.start()
+    try:
+        res = solve(D, Y, rho, loss=loss, penalty=penalty, max_time=60)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.converged and res.support.size > 0
+    est = estimate_solve_bytes(n, P, C, loss=loss, penalty=penalty)
+    assert peak <= est
+    assert estimate_solve_bytes(n, P, C, 50, loss=loss, penalty=penalty) < est
+    with pytest.raises(ValueError, match="loss must be one of"):
+        estimate_solve_bytes(n, P, C, loss="hinge")

@@ -353,14 +353,14 @@ def fit_convex(
     )
     path: list[dict[str, float]] = []
     n_rows, n_atoms = dic.atoms.shape
-    if config.loss == "squared":
-        full = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1])
-        quarter = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1], max(1, n_atoms // 4))
-        _log(
-            progress,
-            f"solve memory estimate: up to {_fmt(full)} beyond the dictionary with working "
-            f"sets of all {n_atoms} atoms, {_fmt(quarter)} at {max(1, n_atoms // 4)}",
-        )
+    lp = dict(loss=config.loss, penalty=config.penalty)
+    full = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1], **lp)
+    quarter = estimate_solve_bytes(n_rows, n_atoms, Y.shape[1], max(1, n_atoms // 4), **lp)
+    _log(
+        progress,
+        f"solve memory estimate: up to {_fmt(full)} beyond the dictionary with working "
+        f"sets of all {n_atoms} atoms, {_fmt(quarter)} at {max(1, n_atoms // 4)}",
+    )
     with timer("solve"):
         # wrapped once: its atom-major copy, row merging and Gram cache serve every solve
         # of the path, the support reduction and the certificate (one wrap per call was

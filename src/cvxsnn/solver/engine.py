@@ -16,8 +16,9 @@ returned certificate is always computed on the dictionary as given.
 Logistic and softmax losses: the same outer loop. With l1, a proximal Newton method on the
 working set, each iteration's second-order model (column by column) solved exactly by the
 same active-set method on a reweighted Gram matrix whose rows are computed as the method
-reads them, over the distinct rows of D (targets averaged), and for softmax a Newton polish
-with the full Hessian once the signs hold; with group l2, an accelerated proximal gradient
+reads them, over the distinct rows of D (targets averaged), and for softmax rounds of
+proximal Newton steps with the full (head-coupled) Hessian, solved by the same method;
+with group l2, an accelerated proximal gradient
 method (FISTA with step 1/L and adaptive restart) on the working set's atoms and the
 intercept.
 
@@ -712,8 +713,16 @@ class _GramCache:
 _GRAM_CACHE_ATOMS = 6000
 
 
-def estimate_solve_bytes(n: int, P: int, C: int = 1, working_set: int | None = None) -> int:
-    """Upper estimate of the host memory one squared-loss solve adds, in bytes.
+def estimate_solve_bytes(
+    n: int,
+    P: int,
+    C: int = 1,
+    working_set: int | None = None,
+    *,
+    loss: LossName = "squared",
+    penalty: PenaltyName = "l1",
+) -> int:
+    """Upper estimate of the host memory one solve adds, in bytes.
 
     Parameters
     ----------
@@ -721,20 +730,46 @@ def estimate_solve_bytes(n: int, P: int, C: int = 1, working_set: int | None = N
         Rows, atoms and outputs of the program.
     working_set : int, optional
         Largest working set expected (atoms); P when omitted, the bound for any rho.
+    loss, penalty : str
+        As in :func:`solve`.
 
     Notes
     -----
-    With k = min(P, working_set): the atom-major copy of a binary D (``n P`` bytes),
-    the cached atom rows in float32 (``4 n k``), three k x k float64 Gram matrices (the
-    cache, the centred working-set block, the active set's factor and submatrices:
-    ``24 k^2``) and a few (n, C) and (P, C) float64 arrays. The working set of a path
+    With k = min(P, working_set), every loss holds the atom-major copy of a binary D
+    (``n P`` bytes) and a few (n, C) and (P, C) float64 arrays. Squared loss: the cached
+    atom rows in float32 (``4 n k``) and three k x k float64 Gram matrices (the cache, the
+    centred working-set block, the active set's factor and submatrices: ``24 k^2``).
+    Logistic / softmax: the working set's atoms in float64 on the rows as given and on the
+    merged rows (``16 n k``); with l1 the reweighted Gram rows of a column step, the
+    weighted atoms they are computed from and the active set's factor (``8 n k + 48 k^2``)
+    and, for softmax, a coupled Newton step's Hessian and
+    its working copies (``64 m^2`` for m = k C + C variables, capped at
+    ``_COUPLED_MAX_BYTES``, which the step never exceeds) plus two blocks of rows of its
+    variables; with group
+    l2, FISTA's ``[X, 1]`` and the spectral norm's copy (``16 n k``) and the Newton
+    polish's dense Hessian and its solve (``32 (k C + C)^2``). The working set of a path
     grows as rho falls: about twice the support of the last solve.
     """
     for name, v in (("n", n), ("P", P), ("C", C)):
         if int(v) < 1:
             raise ValueError(f"{name} must be >= 1; got {v}")
+    if loss not in ("squared", "logistic", "softmax"):
+        raise ValueError(f"loss must be one of ['squared', 'logistic', 'softmax']; got {loss!r}")
+    if penalty not in ("l1", "group_l2"):
+        raise ValueError(f"penalty must be one of ['l1', 'group_l2']; got {penalty!r}")
     k = P if working_set is None else max(1, min(int(working_set), P))
-    return int(n * P + 4 * n * k + 24 * k * k + 8 * (6 * n * C + 4 * P * C))
+    common = n * P + 8 * (6 * n * C + 4 * P * C)
+    if loss == "squared":
+        return int(common + 4 * n * k + 24 * k * k)
+    est = common + 16 * n * k + 8 * 8 * n * C
+    m = k * C + C
+    if penalty == "l1":
+        est += 8 * n * k + 48 * k * k
+        if loss == "softmax":
+            est += min(_COUPLED_MAX_BYTES, 64 * m * m) + 2 * min(_COUPLED_BLOCK_BYTES, 8 * n * m)
+    else:
+        est += 16 * n * (k + 1) + 32 * m * m
+    return int(est)
 
 
 _GRAM_CACHES: weakref.WeakKeyDictionary[Dictionary, _GramCache] = weakref.WeakKeyDictionary()
@@ -947,7 +982,10 @@ class _ProxNewtonEngine(_ProxGradEngine):
     minimiser (Lee, Sun and Saunders 2014) makes every step descend. Identical rows of D
     are merged first (their targets averaged: the loss of a group of equal rows is its
     size times the loss at their mean target), so every product runs over the n_u
-    distinct rows. The working-set gap, on the rows as given, stops the sweeps.
+    distinct rows. For softmax, the sweeps alternate with rounds of coupled steps
+    (:meth:`_coupled_step`: the full Hessian of the heads), which converge superlinearly
+    where the sweeps, blind to the coupling of a head's columns, converge linearly. The
+    working-set gap, on the rows as given, stops the iterations.
     """
 
     def __init__(self, st: _Setup, rho: float) -> None:
