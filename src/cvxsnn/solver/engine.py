@@ -18,9 +18,8 @@ working set, each iteration's second-order model (column by column) solved exact
 same active-set method on a reweighted Gram matrix whose rows are computed as the method
 reads them, over the distinct rows of D (targets averaged), and for softmax rounds of
 proximal Newton steps with the full (head-coupled) Hessian, solved by the same method;
-with group l2, an accelerated proximal gradient
-method (FISTA with step 1/L and adaptive restart) on the working set's atoms and the
-intercept.
+with group l2, an accelerated proximal gradient method (FISTA with step 1/L and adaptive
+restart) on the working set's atoms and the intercept.
 
 Stopping rule (every loss): gap <= tol * max(1, |primal|).
 """
@@ -742,13 +741,12 @@ def estimate_solve_bytes(
     Logistic / softmax: the working set's atoms in float64 on the rows as given and on the
     merged rows (``16 n k``); with l1 the reweighted Gram rows of a column step, the
     weighted atoms they are computed from and the active set's factor (``8 n k + 48 k^2``)
-    and, for softmax, a coupled Newton step's Hessian and
-    its working copies (``64 m^2`` for m = k C + C variables, capped at
-    ``_COUPLED_MAX_BYTES``, which the step never exceeds) plus two blocks of rows of its
-    variables; with group
-    l2, FISTA's ``[X, 1]`` and the spectral norm's copy (``16 n k``) and the Newton
-    polish's dense Hessian and its solve (``32 (k C + C)^2``). The working set of a path
-    grows as rho falls: about twice the support of the last solve.
+    and, for softmax, a coupled Newton step's Hessian and its working copies (``64 m^2``
+    for m = k C + C variables, capped at ``_COUPLED_MAX_BYTES``, which the step never
+    exceeds) plus two blocks of rows of its variables; with group l2, FISTA's ``[X, 1]``
+    and the spectral norm's copy (``16 n k``) and the Newton polish's dense Hessian and
+    its solve (``32 (k C + C)^2``). The working set of a path grows as rho falls: about
+    twice the support of the last solve.
     """
     for name, v in (("n", n), ("P", P), ("C", C)):
         if int(v) < 1:
@@ -1169,6 +1167,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
         xpos, bpos = np.flatnonzero(var >= 0), np.flatnonzero(var < 0)
         H = self._coupled_hessian(P, var, cs)
         # ---- the model in Gram form: 0.5 t^T H t - q^T t + rho ||t_x||_1, t = (x, beta)
+        # (an intercept's var of -1 reads W's last row, which np.where discards)
         theta0 = np.where(var >= 0, W[var, cls], b[cls])
         grad = np.where(var >= 0, G[var, cls], R.sum(axis=0)[cls])
         q = H @ theta0 - grad
