@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import warnings
 
 import cvxpy as cp
@@ -1018,3 +1019,24 @@ def test_cross_entropy_memory_estimate_bounds_the_traced_peak(loss, penalty):
     assert estimate_solve_bytes(n, P, C, 50, loss=loss, penalty=penalty) < est
     with pytest.raises(ValueError, match="loss must be one of"):
         estimate_solve_bytes(n, P, C, loss="hinge")
+
+
+def test_group_newton_polish_stops_at_the_deadline():
+    # The FISTA engine's Newton polish (group l2 with cross-entropy) checks the deadline
+    # between its iterations, so that max_time bounds a solve: past the deadline it
+    # returns the point it was given; without one it moves it.
+    from cvxsnn.solver import engine
+
+    rng = np.random.default_rng(2)
+    D = (rng.random((200, 20)) < 0.5).astype(np.uint8)
+    Y = np.eye(3)[rng.integers(0, 3, 200)]
+    st = engine._setup(D, Y, "softmax", "group_l2", True, None, None, None)
+    eng = engine._ProxGradEngine(st, 0.01)
+    eng._set_working_set(np.arange(20))
+    W = 0.1 * rng.standard_normal((20, 3))
+    b = np.zeros(3)
+    Wp, bp = eng._newton_polish(W, b, deadline=time.perf_counter() - 1.0)
+    np.testing.assert_array_equal(Wp, W)
+    np.testing.assert_array_equal(bp, b)
+    Wq, _ = eng._newton_polish(W, b)
+    assert not np.array_equal(Wq, W)

@@ -885,7 +885,7 @@ class _ProxGradEngine(_Engine):
                     break
                 if gap < 0.5 * best_gap:  # support settling: try Newton on it
                     best_gap = gap
-                    pol = self._newton_polish(Wx, bx)
+                    pol = self._newton_polish(Wx, bx, deadline)
                     if pol is not None:
                         _, gp, bp = self._ws_cert(*pol)
                         if gp < gap:
@@ -897,9 +897,11 @@ class _ProxGradEngine(_Engine):
                     break
         return Wx, bx
 
-    def _newton_polish(self, W: Array, b: Array) -> tuple[Array, Array] | None:
+    def _newton_polish(
+        self, W: Array, b: Array, deadline: float | None = None
+    ) -> tuple[Array, Array] | None:
         """Newton's method on the current support rows (group l2; l1 is solved by
-        :class:`_ProxNewtonEngine`, which has its own polish)."""
+        :class:`_ProxNewtonEngine`), stopped at the deadline between iterations."""
         st, rho, X = self.st, self.rho, self.X
         Y, loss = st.Y, st.loss
         n, C = X.shape[0], Y.shape[1]
@@ -919,6 +921,8 @@ class _ProxGradEngine(_Engine):
 
         f = obj(theta)
         for _ in range(50):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             Z = A @ theta
             g = -(A.T @ loss.neg_grad(Z, Y))  # (a, C)
             Hm = np.zeros((a * C, a * C))
