@@ -917,7 +917,7 @@ def test_coupled_hessian_is_the_softmax_hessian(seed, heads, block_rows):
 
 
 @pytest.mark.parametrize("heads", [(4,), (3, 2)])
-def test_coupled_newton_steps_converge_quadratically(heads):
+def test_coupled_newton_steps_converge_superlinearly(heads):
     # From a perturbed optimum, coupled proximal Newton steps (the full Hessian of the
     # heads, signs free) converge superlinearly: every step cuts the suboptimality at least
     # a hundredfold, to rounding within four steps (the column-wise sweeps, which leave out
