@@ -1040,3 +1040,38 @@ def test_group_newton_polish_stops_at_the_deadline():
     np.testing.assert_array_equal(bp, b)
     Wq, _ = eng._newton_polish(W, b)
     assert not np.array_equal(Wq, W)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_softmax_with_coupled_steps_matches_cvxpy(fit_intercept, monkeypatch):
+    # A softmax solve at 0.01 rho_max that takes coupled steps (with and without the
+    # intercepts to eliminate) reaches cvxpy + Clarabel's optimum.
+    from cvxsnn.solver import engine
+
+    rng = np.random.default_rng(7)
+    n, k = 300, 25
+    X = (rng.random((n, k)) < 0.5).astype(np.uint8)
+    Y = np.eye(3)[(X @ rng.standard_normal(k) * 0.8 + rng.integers(0, 3, n)).astype(int) % 3]
+    taken = []
+    real = engine._ProxNewtonEngine._coupled_step
+
+    def counting(self, *a):
+        out = real(self, *a)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(engine._ProxNewtonEngine, "_coupled_step", counting)
+    rho = 0.01 * rho_max(X, Y, loss="softmax", fit_intercept=fit_intercept)
+    res = solve(X, Y, rho, loss="softmax", fit_intercept=fit_intercept, tol=1e-10)
+    assert res.converged and any(taken)
+    W, b = cp.Variable((k, 3)), cp.Variable(3)
+    Z = X.astype(float) @ W
+    if fit_intercept:
+        Z = Z + np.ones((n, 1)) @ b[None, :]
+    F = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(Y, Z))) / n
+    prob = cp.Problem(cp.Minimize(F + rho * cp.sum(cp.abs(W))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prob.solve(solver="CLARABEL")
+    assert res.primal <= prob.value + 1e-8
+    assert res.primal == pytest.approx(prob.value, rel=1e-6)
