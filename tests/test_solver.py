@@ -1075,3 +1075,57 @@ def test_softmax_with_coupled_steps_matches_cvxpy(fit_intercept, monkeypatch):
         prob.solve(solver="CLARABEL")
     assert res.primal <= prob.value + 1e-8
     assert res.primal == pytest.approx(prob.value, rel=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.integers(1, 10), zero_eig=st.booleans())
+def test_block_mu_solves_the_secular_equation(seed, size, zero_eig):
+    # mu ||c / (e + mu)|| = lam (the group-l2 block minimiser's norm condition), to
+    # rounding, for eigenvalues over six decades and a null eigenvalue.
+    from cvxsnn.solver.engine import _block_mu
+
+    rng = np.random.default_rng(seed)
+    e = rng.random(size) * 10.0 ** rng.integers(-3, 4)
+    c = rng.standard_normal(size)
+    if zero_eig and size > 1:
+        e[0], c[0] = 0.0, 0.1 * c[0]
+    nr = float(np.linalg.norm(c))
+    lam = nr * rng.uniform(0.05, 0.95)
+    if e.max() == 0 or np.linalg.norm(c[e == 0]) >= lam:
+        return
+    mu = _block_mu((c * c).tolist(), e.tolist(), lam, nr)
+    ratio = np.where(e > 0, mu / np.maximum(e + mu, 1e-300), 1.0)
+    assert mu > 0
+    assert np.linalg.norm(c * ratio) == pytest.approx(lam, rel=1e-12)
+
+
+@pytest.mark.parametrize("singular", [False, True])
+def test_group_lasso_bcd_reaches_cvxpy_optimum(singular):
+    # Block coordinate descent with exact block steps (the group-l2 coupled step's inner
+    # solver) reaches the optimum of 0.5 x^T H x - q^T x + lam sum ||x_g||, also when H is
+    # singular along a direction inside each group (softmax heads' row shifts).
+    from cvxsnn.solver.engine import _group_lasso_bcd
+
+    rng = np.random.default_rng(3)
+    n_g, s = 12, 4
+    B = rng.standard_normal((80, n_g * s))
+    if singular:  # each group's coordinates summed: a null direction of H
+        B -= B.reshape(80, n_g, s).mean(axis=2).repeat(s, axis=1)
+    H = B.T @ B / 80
+    q = H @ rng.standard_normal(n_g * s) + 0.1 * rng.standard_normal(n_g * s)
+    if singular:
+        q -= q.reshape(n_g, s).mean(axis=1).repeat(s)
+    groups = np.arange(n_g * s).reshape(n_g, s)
+    lam = 0.3 * float(np.linalg.norm(q.reshape(n_g, s), axis=1).max())
+    x = _group_lasso_bcd(H, q, lam, np.zeros(n_g * s), groups, None)
+
+    def f(v):
+        return 0.5 * v @ H @ v - q @ v + lam * np.linalg.norm(v.reshape(n_g, s), axis=1).sum()
+
+    v = cp.Variable(n_g * s)
+    obj = 0.5 * cp.quad_form(v, cp.psd_wrap(H)) - q @ v
+    obj += lam * sum(cp.norm(v[g]) for g in groups.tolist())
+    prob = cp.Problem(cp.Minimize(obj))
+    prob.solve(solver="CLARABEL")
+    assert f(x) <= prob.value + 1e-9
+    assert np.count_nonzero(np.linalg.norm(x.reshape(n_g, s), axis=1)) < n_g

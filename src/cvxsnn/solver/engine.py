@@ -26,6 +26,7 @@ Stopping rule (every loss): gap <= tol * max(1, |primal|).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 import weakref
@@ -69,6 +70,7 @@ _COUPLED_BLOCK_BYTES = 64 * 2**20
 _COUPLED_MAX_BYTES = 2 * 2**30
 _COUPLED_STEPS = 20
 _COUPLED_RATE = 0.5
+_GROUP_STEPS = 50  # coupled steps of a group-l2 subproblem before FISTA takes over
 
 
 #: rho_max at or below this is rounding noise: W = 0 is then optimal for every rho > 0.
@@ -743,9 +745,10 @@ def estimate_solve_bytes(
     weighted atoms they are computed from and the active set's factor (``8 n k + 48 k^2``)
     and, for softmax, a coupled Newton step's Hessian and its working copies (``64 m^2``
     for m = k C + C variables, capped at ``_COUPLED_MAX_BYTES``, which the step never
-    exceeds) plus two blocks of rows of its variables; with group l2, FISTA's ``[X, 1]``
-    and the spectral norm's copy (``16 n k``) and the Newton polish's dense Hessian and
-    its solve (``32 (k C + C)^2``). The working set of a path grows as rho falls: about
+    exceeds) plus two blocks of rows of its variables; with group l2, the same coupled
+    step (logistic too), and for the FISTA that may follow it ``[X, 1]`` and the spectral
+    norm's copy (``16 n k``) and the Newton polish's dense Hessian and its solve
+    (``32 (k C + C)^2``). The working set of a path grows as rho falls: about
     twice the support of the last solve.
     """
     for name, v in (("n", n), ("P", P), ("C", C)):
@@ -761,12 +764,11 @@ def estimate_solve_bytes(
         return int(common + 4 * n * k + 24 * k * k)
     est = common + 16 * n * k + 8 * 8 * n * C
     m = k * C + C
+    coupled = min(_COUPLED_MAX_BYTES, 64 * m * m) + 2 * min(_COUPLED_BLOCK_BYTES, 8 * n * m)
     if penalty == "l1":
-        est += 8 * n * k + 48 * k * k
-        if loss == "softmax":
-            est += min(_COUPLED_MAX_BYTES, 64 * m * m) + 2 * min(_COUPLED_BLOCK_BYTES, 8 * n * m)
+        est += 8 * n * k + 48 * k * k + (coupled if loss == "softmax" else 0)
     else:
-        est += 16 * n * (k + 1) + 32 * m * m
+        est += coupled + 16 * n * (k + 1) + 32 * m * m
     return int(est)
 
 
@@ -825,6 +827,94 @@ def _block_diag(blocks: list[Array]) -> Array:
 
 
 # ------------------------------------------------------------------- logistic / softmax
+def _block_mu(c2: list[float], e: list[float], lam: float, nr: float) -> float:
+    """The mu > 0 with ||mu c / (e + mu)|| = lam (c2 = c^2, e >= 0, ||c|| = nr > lam).
+
+    The left side rises from ||c over e = 0|| at mu = 0 to ||c||; Newton's method kept
+    in a shrinking bracket (bisection when it leaves it), on Python floats: the block
+    size is the number of outputs, where numpy's per-call cost would dominate.
+    """
+    emax = max(e)
+    lo, hi = 0.0, 1.01 * lam * emax / (nr - lam) + 1e-300
+    mu = 0.0
+    for _ in range(200):
+        s = ds = 0.0
+        for ci, ei in zip(c2, e, strict=True):
+            if ei > 0:
+                den = ei + mu
+                r, dr = mu / den, ei / (den * den)
+            else:
+                r, dr = 1.0, 0.0
+            s += ci * r * r
+            ds += ci * r * dr
+        f = math.sqrt(s) - lam
+        if f < 0:
+            lo = mu
+        else:
+            hi = mu
+            if f == 0 or mu == 0:
+                return mu
+        if hi - lo <= 1e-15 * hi:
+            return hi
+        slope = (
+            ds / math.sqrt(s)
+            if s > 0
+            else math.sqrt(sum(ci / (ei * ei) for ci, ei in zip(c2, e, strict=True) if ei > 0))
+        )
+        nxt = mu - f / slope if slope > 0 else hi
+        mu = nxt if lo < nxt < hi else 0.5 * (lo + hi)
+    return hi
+
+
+def _group_lasso_bcd(
+    H: Array,
+    q: Array,
+    lam: float,
+    x0: Array,
+    groups: NDArray[np.intp],
+    deadline: float | None,
+    tol: float = 1e-10,
+    max_passes: int = 1000,
+) -> Array:
+    """Minimise 0.5 x^T H x - q^T x + lam sum_i ||x[groups[i]]|| by block coordinate descent.
+
+    H is positive semidefinite; groups (g, s) partition the coordinates. Each block step is
+    exact: with the block's eigendecomposition A = U diag(e) U^T and r = q_g - (H x)_g +
+    A x_g, the block minimiser is 0 when ||r|| <= lam and otherwise U c / (e + mu), c =
+    U^T r, for the mu > 0 with mu ||c / (e + mu)|| = lam (increasing in mu; Brent's method
+    on a bracket). Passes stop when no coordinate moves by more than ``tol`` times the
+    largest one.
+    """
+    x = x0.copy()
+    g = H @ x - q
+    blocks = H[groups[:, :, None], groups[:, None, :]]  # (g, s, s)
+    e, U = np.linalg.eigh(blocks)
+    e = np.maximum(e, 0.0)
+    for _ in range(max_passes):
+        moved = 0.0
+        for i in range(groups.shape[0]):
+            gi = groups[i]
+            xi = x[gi]
+            r = blocks[i] @ xi - g[gi]
+            nr = float(np.sqrt(r @ r))
+            if nr <= lam:
+                new = np.zeros_like(xi)
+            else:
+                c, ei = U[i].T @ r, e[i]
+                mu = _block_mu((c * c).tolist(), ei.tolist(), lam, nr)
+                new = U[i] @ (c / (ei + mu))
+            d = new - xi
+            if np.any(d != 0):
+                x[gi] = new
+                g += H[:, gi] @ d
+                moved = max(moved, float(np.abs(d).max()))
+        if moved <= tol * max(1e-300, float(np.abs(x).max(initial=0.0))):
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    return x
+
+
 class _ProxGradEngine(_Engine):
     """FISTA (constant step 1/L, adaptive restart) on the working set's atoms and intercept,
     with a Newton polish on the support (group l2; see :class:`_ProxNewtonEngine`)."""
@@ -1024,8 +1114,8 @@ class _ProxNewtonEngine(_ProxGradEngine):
     def _solve_subproblem(
         self, W: Array, b: Array | None, gap_target: float, deadline: float | None
     ) -> tuple[Array, Array | None]:
-        if self.st.penalty.name != "l1":
-            return super()._solve_subproblem(W, b, gap_target, deadline)
+        if self.st.penalty.name != "l1" and W.shape[1] > 1:  # one column: group l2 is l1
+            return self._solve_group(W, b, gap_target, deadline)
         st, rho, X = self.st, self.rho, self.Xu
         fi = st.fit_intercept
         C = W.shape[1]
@@ -1080,6 +1170,38 @@ class _ProxNewtonEngine(_ProxGradEngine):
                 if gap <= gap_target:
                     break
         return W, b
+
+    def _solve_group(
+        self, W: Array, b: Array | None, gap_target: float, deadline: float | None
+    ) -> tuple[Array, Array | None]:
+        """Group l2: coupled proximal Newton steps over whole rows of W, then FISTA.
+
+        Each step's model (the full Hessian in the candidate rows' entries and the
+        intercepts) is a group Lasso in Gram form, solved by block coordinate descent with
+        exact block solves (:func:`_group_lasso_bcd`); a line search on the objective
+        takes the step. Steps stop at the working-set gap target; if they stall or the
+        Hessian would be too large, FISTA with its Newton polish goes on from the point
+        reached.
+        """
+        st, rho, X = self.st, self.rho, self.Xu
+        C = W.shape[1]
+        W = W.copy()
+        b = np.zeros(C) if b is None else b.copy()
+        if st.fit_intercept:
+            b = self._ws_cert(W, b)[2]
+        Z = X @ W + b
+        f, P = self._model(Z)
+        F = f + rho * st.penalty.value(W)
+        gap = np.inf
+        for _ in range(_GROUP_STEPS):
+            step = self._coupled_step(W, b, Z, P, F, deadline)
+            if step is None:
+                break
+            W, b, Z, P, F = step
+            _, gap, _ = self._ws_cert(W, b)
+            if gap <= gap_target or (deadline is not None and time.perf_counter() > deadline):
+                return W, b
+        return super()._solve_subproblem(W, b, gap_target, deadline)
 
     def _column_step(
         self, W: Array, b: Array, Z: Array, P: Array, F: float, c: int, deadline: float | None
@@ -1141,26 +1263,33 @@ class _ProxNewtonEngine(_ProxGradEngine):
         P, objective) after the step, or None when it does not descend or when the Hessian
         and its working copies would exceed ``_COUPLED_MAX_BYTES``.
         """
-        st, rho, X = self.st, self.rho, self.Xu
+        st, rho, X, pen = self.st, self.rho, self.Xu, self.st.penalty
         C = W.shape[1]
         R = self.A * (P - self.Yu)  # dF/dZ on the merged rows
         G = X.T @ R
-        nz = W != 0
+        group = pen.name == "group_l2"
+        if group:  # whole rows: the nonzero ones, then the near-violating ones
+            nz = np.any(W != 0, axis=1)[:, None]
+            score = pen.row_scores(G)
+        else:
+            nz = W != 0
+            score = np.abs(G).ravel()
         n_nz = int(nz.sum())
-        if n_nz == 0:
-            return None
-        score = np.abs(G).ravel()
         near = np.flatnonzero(~nz.ravel() & (score > _COUPLED_NEAR * rho))
         budget = max(_COUPLED_MIN_NEW, n_nz // 8)
         if near.size > budget:
             near = near[np.argsort(-score[near], kind="stable")[:budget]]
         cand = nz.copy()
         cand.ravel()[near] = True
+        if group:
+            cand = np.repeat(cand, C, axis=1)
+        if not cand.any():
+            return None
         heads = st.loss.head_slices()
-        free_b = np.zeros(C, dtype=bool)  # intercepts in the step: all but one per head
+        free_b = np.zeros(C, dtype=bool)  # intercepts in the step: all but one per softmax head
         if st.fit_intercept:
             for sl in heads:
-                free_b[sl.start : sl.stop - 1] = True
+                free_b[sl.start : sl.stop - (st.loss.name == "softmax")] = True
         cols = [np.append(np.flatnonzero(cand[:, c]), [-1] * int(free_b[c])) for c in range(C)]
         cs = np.cumsum([0] + [v.size for v in cols])  # column c's variables: cs[c]:cs[c+1]
         m = int(cs[-1])
@@ -1188,7 +1317,14 @@ class _ProxNewtonEngine(_ProxGradEngine):
             Hxx = 0.5 * (Hxx + Hxx.T)
             qx = qx - Hxb @ Eq
         x0 = theta0[xpos]
-        x, _ = lasso_active_set(Hxx, qx, rho, x0, deadline=deadline)
+        if group:  # every column holds the same atoms: group i is entry i of each column
+            na = xpos.size // C
+            groups = np.arange(C)[None, :] * na + np.arange(na)[:, None]
+            x = _group_lasso_bcd(Hxx, qx, rho, x0, groups, deadline)
+            pen_x, pen_x0 = (float(np.linalg.norm(v[groups], axis=1).sum()) for v in (x, x0))
+        else:
+            x, _ = lasso_active_set(Hxx, qx, rho, x0, deadline=deadline)
+            pen_x, pen_x0 = float(np.abs(x).sum()), float(np.abs(x0).sum())
         # ---- line search on the true objective along the step to the model's minimiser
         dW = np.zeros_like(W)
         dW[var[xpos], cls[xpos]] = x - x0
@@ -1196,14 +1332,14 @@ class _ProxNewtonEngine(_ProxGradEngine):
         if bpos.size:
             db[cls[bpos]] = Eq - EB @ x - theta0[bpos]
         dZ = X @ dW + db
-        delta = float(np.sum(R * dZ)) + rho * (float(np.abs(x).sum()) - float(np.abs(x0).sum()))
+        delta = float(np.sum(R * dZ)) + rho * (pen_x - pen_x0)
         if not delta < 0:
             return None
         t = 1.0
         while t >= 1e-10:
             Wn = W + t * dW
             fn, Pn = self._model(Z + t * dZ)
-            Fn = fn + rho * float(np.abs(Wn).sum())
+            Fn = fn + rho * pen.value(Wn)
             if Fn <= F + 1e-4 * t * delta:
                 return Wn, b + t * db, Z + t * dZ, Pn, Fn
             t *= 0.5
