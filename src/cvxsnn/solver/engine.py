@@ -18,8 +18,9 @@ working set, each iteration's second-order model (column by column) solved exact
 same active-set method on a reweighted Gram matrix whose rows are computed as the method
 reads them, over the distinct rows of D (targets averaged), and for softmax rounds of
 proximal Newton steps with the full (head-coupled) Hessian, solved by the same method;
-with group l2, an accelerated proximal gradient method (FISTA with step 1/L and adaptive
-restart) on the working set's atoms and the intercept.
+with group l2, the same coupled steps over whole rows (their group Lasso solved by block
+coordinate descent), then, if they stall, an accelerated proximal gradient method (FISTA
+with step 1/L and adaptive restart) on the working set's atoms and the intercept.
 
 Stopping rule (every loss): gap <= tol * max(1, |primal|).
 """
