@@ -603,7 +603,6 @@ class _SquaredEngine(_Engine):
         if S.size == 0:
             return None
         n, w, rho = self.st.Dk.n, self.w, self.rho
-        C = W.shape[1]
         HS = self.H[np.ix_(S, S)]
         qS = self.q[S]
         X = W[S].copy()
@@ -625,10 +624,8 @@ class _SquaredEngine(_Engine):
                 if Hbig is None:
                     step = _group_newton_step(HS * (w[0] / n), rho / norms, U, grad)
                 else:
-                    blocks = [
-                        rho * (np.eye(C) - np.outer(U[i], U[i])) / norms[i] for i in range(S.size)
-                    ]
-                    Hn = Hbig + _block_diag(blocks)
+                    Hn = Hbig.copy()
+                    _add_group_curvature(Hn, U, norms, rho)
                     step = np.linalg.solve(Hn, grad.reshape(-1)).reshape(X.shape)
             except np.linalg.LinAlgError:
                 return None
@@ -819,12 +816,15 @@ def _group_newton_step(A: Array, lam: Array, U: Array, G: Array) -> Array:
     return KG + cho_solve(Kf, U * y[:, None])
 
 
-def _block_diag(blocks: list[Array]) -> Array:
-    k, C = len(blocks), blocks[0].shape[0]
-    out = np.zeros((k * C, k * C))
-    for i, B in enumerate(blocks):
-        out[i * C : (i + 1) * C, i * C : (i + 1) * C] = B
-    return out
+def _add_group_curvature(H: Array, U: Array, norms: Array, lam: float) -> None:
+    """Add the Hessian of ``lam sum_i ||x_i||`` at x to H in place: the diagonal blocks
+    ``lam (I - u_i u_i^T) / ||x_i||`` (u_i = x_i / ||x_i||, the rows of U), each group's
+    entries consecutive from the start."""
+    s = U.shape[1]
+    for i in range(U.shape[0]):
+        H[i * s : (i + 1) * s, i * s : (i + 1) * s] += (
+            lam * (np.eye(s) - np.outer(U[i], U[i])) / norms[i]
+        )
 
 
 # ------------------------------------------------------------------- logistic / softmax
@@ -882,9 +882,10 @@ def _group_lasso_bcd(
     H is positive semidefinite; groups (g, s) partition the coordinates. Each block step is
     exact: with the block's eigendecomposition A = U diag(e) U^T and r = q_g - (H x)_g +
     A x_g, the block minimiser is 0 when ||r|| <= lam and otherwise U c / (e + mu), c =
-    U^T r, for the mu > 0 with mu ||c / (e + mu)|| = lam (increasing in mu; Brent's method
-    on a bracket). Passes stop when no coordinate moves by more than ``tol`` times the
-    largest one.
+    U^T r, for the mu > 0 with mu ||c / (e + mu)|| = lam (:func:`_block_mu`). Passes stop
+    when no coordinate moves by more than ``tol`` times the largest one; once a pass leaves
+    the nonzero groups as they were, Newton's method on them (:func:`_group_newton`)
+    finishes the solve.
     """
     x = x0.copy()
     g = H @ x - q
@@ -950,9 +951,7 @@ def _group_newton(
         Uv = V / nr[:, None]
         grad = HS @ xs - qS + lam * Uv.ravel()
         Hn = HS.copy()
-        for i in range(ng):
-            sl = slice(i * s, (i + 1) * s)
-            Hn[sl, sl] += lam * (np.eye(s) - np.outer(Uv[i], Uv[i])) / nr[i]
+        _add_group_curvature(Hn, Uv, nr, lam)
         try:
             step = cho_solve(
                 cho_factor(Hn + 1e-12 * float(np.trace(Hn)) / idx.size * np.eye(idx.size)), grad
@@ -1101,9 +1100,7 @@ class _ProxGradEngine(_Engine):
                 return None
             U = Wr / nr[:, None]
             g[: rows.size] += rho * U
-            for i in range(rows.size):
-                blk = rho * (np.eye(C) - np.outer(U[i], U[i])) / nr[i]
-                Hm[i * C : (i + 1) * C, i * C : (i + 1) * C] += blk
+            _add_group_curvature(Hm, U, nr, rho)
             gv = g.reshape(-1)
             step = np.linalg.lstsq(Hm + 1e-14 * np.trace(Hm) * np.eye(a * C), gv, rcond=None)[0]
             dec = float(gv @ step)
@@ -1165,6 +1162,24 @@ class _ProxNewtonEngine(_ProxGradEngine):
         super()._set_working_set(ws)
         self.Xu = self.X if self.rc is None else self.rc.atoms(ws, np.float64).T  # (n_u, k)
 
+    def _start(self, W: Array, b: Array | None) -> tuple[Array, Array, Array, Array, float]:
+        """A subproblem's starting point: copies of W and b (b optimal for W when there is
+        an intercept; zeros when none is given), with :meth:`_state` there."""
+        W = W.copy()
+        b = np.zeros(W.shape[1]) if b is None else b.copy()
+        if self.st.fit_intercept:
+            b = self._ws_cert(W, b)[2]
+        return (W, b, *self._state(W, b))
+
+    def _state(self, W: Array, b: Array) -> tuple[Array, Array, float]:
+        """(Z, P, objective) at (W, b) on the merged rows. The penalty is summed as the
+        l1 path's steps sum it (group l2 of one column is l1 and takes that path)."""
+        Z = self.Xu @ W + b
+        f, P = self._model(Z)
+        pen = self.st.penalty
+        r = pen.value(W) if pen.name == "group_l2" and W.shape[1] > 1 else np.abs(W).sum()
+        return Z, P, f + self.rho * float(r)
+
     def _model(self, Z: Array) -> tuple[float, Array]:
         """(loss, probabilities) on the merged rows at predictions Z (n_u, C)."""
         A, Yu = self.A, self.Yu
@@ -1183,16 +1198,9 @@ class _ProxNewtonEngine(_ProxGradEngine):
     ) -> tuple[Array, Array | None]:
         if self.st.penalty.name != "l1" and W.shape[1] > 1:  # one column: group l2 is l1
             return self._solve_group(W, b, gap_target, deadline)
-        st, rho, X = self.st, self.rho, self.Xu
-        fi = st.fit_intercept
+        st = self.st
         C = W.shape[1]
-        W = W.copy()
-        b = np.zeros(C) if b is None else b.copy()
-        if fi:
-            b = self._ws_cert(W, b)[2]
-        Z = X @ W + b
-        f, P = self._model(Z)
-        F = f + rho * float(np.abs(W).sum())
+        W, b, Z, P, F = self._start(W, b)
         is_softmax = st.loss.name == "softmax"
         sweep_s, newton_s = 0.0, 0.0  # time in sweeps since the last coupled round, in it
         for _ in range(1000):
@@ -1204,9 +1212,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
                     W[:, c], b[c], Z, P, F = step
             if is_softmax:
                 W = self._recentre(W)
-                Z = X @ W + b
-                f, P = self._model(Z)
-                F = f + rho * float(np.abs(W).sum())
+                Z, P, F = self._state(W, b)
             _, gap, _ = self._ws_cert(W, b)
             if gap <= gap_target or (deadline is not None and time.perf_counter() > deadline):
                 break
@@ -1224,9 +1230,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
                     if nstep is None:
                         break
                     W, b = self._recentre(nstep[0]), nstep[1]
-                    Z = X @ W + b
-                    f, P = self._model(Z)
-                    F = f + rho * float(np.abs(W).sum())
+                    Z, P, F = self._state(W, b)
                     gap_old = gap
                     _, gap, _ = self._ws_cert(W, b)
                     if gap <= gap_target or gap > _COUPLED_RATE * gap_old:
@@ -1250,16 +1254,7 @@ class _ProxNewtonEngine(_ProxGradEngine):
         Hessian would be too large, FISTA with its Newton polish goes on from the point
         reached.
         """
-        st, rho, X = self.st, self.rho, self.Xu
-        C = W.shape[1]
-        W = W.copy()
-        b = np.zeros(C) if b is None else b.copy()
-        if st.fit_intercept:
-            b = self._ws_cert(W, b)[2]
-        Z = X @ W + b
-        f, P = self._model(Z)
-        F = f + rho * st.penalty.value(W)
-        gap = np.inf
+        W, b, Z, P, F = self._start(W, b)
         for _ in range(_GROUP_STEPS):
             step = self._coupled_step(W, b, Z, P, F, deadline)
             if step is None:
